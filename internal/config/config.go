@@ -1,0 +1,240 @@
+// Package config loads the programs' configuration from the environment (and flags of the same meaning),
+// and the merchant accounts from either the single-account variables or WECHATPAY_ACCOUNTS_FILE. Every
+// problem is reported at once, each naming the variable, flag or YAML field at fault.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrInvalid wraps every configuration error; the text lists each problem on its own line.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Common are the settings every program shares.
+type Common struct {
+	NATSURL        string
+	NATSCreds      string
+	AdminAddr      string
+	StreamReplicas int
+	LogLevel       string
+	LogFormat      string
+}
+
+// Receiver is the receiver's configuration.
+type Receiver struct {
+	Common
+	Addr            string
+	MaxBody         int64
+	PublishTimeout  time.Duration
+	ShutdownTimeout time.Duration
+	MaxSkew         time.Duration
+	Accounts        []Account
+}
+
+// Consumer is the consumer's configuration.
+type Consumer struct {
+	Common
+	Redis           Redis
+	DedupeTTL       time.Duration
+	Workers         int
+	ShutdownTimeout time.Duration
+	Accounts        []Account
+}
+
+// Redis says how to reach Redis: a URL, or a Sentinel/Cluster address list.
+type Redis struct {
+	URL        string
+	Addrs      []string
+	MasterName string
+}
+
+// Source reads settings from flags first, then the environment, then defaults.
+type source struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	errs   []string
+	post   []func()
+}
+
+func newSource(name string, getenv func(string) string, out io.Writer) *source {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	return &source{fs: fs, getenv: getenv}
+}
+
+func flagName(env string) string { return strings.ReplaceAll(strings.ToLower(env), "_", "-") }
+
+func (s *source) describe(env string) string { return fmt.Sprintf("%s (--%s)", env, flagName(env)) }
+
+func (s *source) str(p *string, env, def, usage string) {
+	v := s.getenv(env)
+	if v == "" {
+		v = def
+	}
+	s.fs.StringVar(p, flagName(env), v, usage+" ["+env+"]")
+}
+
+// parsed registers a flag whose text is parsed after flag parsing, so that env and flag values both go
+// through the same validation and errors name both.
+func (s *source) parsed(env, def, usage string, parse func(string) error) {
+	raw := new(string)
+	s.str(raw, env, def, usage)
+	s.post = append(s.post, func() {
+		if err := parse(*raw); err != nil {
+			s.errs = append(s.errs, fmt.Sprintf("%s: %v", s.describe(env), err))
+		}
+	})
+}
+
+func (s *source) integer(p *int, env string, def, min int, usage string) {
+	s.parsed(env, strconv.Itoa(def), usage, func(v string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", v)
+		}
+		if n < min {
+			return fmt.Errorf("%d is below the minimum %d", n, min)
+		}
+		*p = n
+		return nil
+	})
+}
+
+func (s *source) duration(p *time.Duration, env string, def time.Duration, usage string) {
+	s.parsed(env, def.String(), usage, func(v string) error {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as 2s or 168h", v)
+		}
+		if d <= 0 {
+			return fmt.Errorf("%s must be positive", d)
+		}
+		*p = d
+		return nil
+	})
+}
+
+func (s *source) oneOf(p *string, env, def string, allowed ...string) {
+	s.parsed(env, def, "one of "+strings.Join(allowed, ", "), func(v string) error {
+		for _, a := range allowed {
+			if v == a {
+				*p = v
+				return nil
+			}
+		}
+		return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+	})
+}
+
+func (s *source) common(c *Common, adminDefault string) {
+	s.str(&c.NATSURL, "NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	s.str(&c.NATSCreds, "NATS_CREDS", "", "NATS credentials file")
+	s.str(&c.AdminAddr, "ADMIN_ADDR", adminDefault, "listen address of /metrics, /healthz, /readyz")
+	s.integer(&c.StreamReplicas, "STREAM_REPLICAS", 1, 1, "JetStream replicas of the streams")
+	s.oneOf(&c.LogLevel, "LOG_LEVEL", "info", "trace", "debug", "info", "warn", "error")
+	s.oneOf(&c.LogFormat, "LOG_FORMAT", "json", "json", "console")
+	s.post = append(s.post, func() {
+		if c.StreamReplicas > 5 {
+			s.errs = append(s.errs, fmt.Sprintf("%s: %d is above JetStream's maximum of 5", s.describe("STREAM_REPLICAS"), c.StreamReplicas))
+		}
+	})
+}
+
+// parse parses args, runs the deferred validations and returns every problem at once.
+func (s *source) parse(args []string) error {
+	if err := s.fs.Parse(args); err != nil {
+		return err // flag already printed the usage; flag.ErrHelp passes through
+	}
+	if s.fs.NArg() > 0 {
+		s.errs = append(s.errs, fmt.Sprintf("unexpected argument %q", s.fs.Arg(0)))
+	}
+	for _, p := range s.post {
+		p()
+	}
+	return nil
+}
+
+func (s *source) err() error {
+	if len(s.errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(s.errs, "\n  "))
+}
+
+// LoadReceiver reads the receiver's configuration from args (without the program name) and getenv.
+func LoadReceiver(args []string, getenv func(string) string, out io.Writer) (Receiver, error) {
+	var c Receiver
+	s := newSource("receiver", getenv, out)
+	s.common(&c.Common, ":9090")
+	s.str(&c.Addr, "RECEIVER_ADDR", ":8080", "public listen address of POST /notify/{mchid}")
+	s.parsed("RECEIVER_MAX_BODY", "65536", "largest accepted body in bytes", func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1024 || n > 16<<20 {
+			return fmt.Errorf("%q must be a byte count between 1024 and 16777216", v)
+		}
+		c.MaxBody = n
+		return nil
+	})
+	s.duration(&c.PublishTimeout, "PUBLISH_TIMEOUT", 2*time.Second, "longest wait for JetStream to store a notification")
+	s.duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 10*time.Second, "longest wait for in-flight requests on SIGTERM")
+	s.duration(&c.MaxSkew, "MAX_CLOCK_SKEW", 300*time.Second, "accepted distance between Wechatpay-Timestamp and the clock")
+	accounts := s.accounts(false)
+	if err := s.parse(args); err != nil {
+		return c, err
+	}
+	if c.PublishTimeout >= 4*time.Second {
+		s.errs = append(s.errs, fmt.Sprintf("%s: %s leaves no margin under WeChat Pay's 5 s deadline (use at most 4s)", s.describe("PUBLISH_TIMEOUT"), c.PublishTimeout))
+	}
+	c.Accounts = accounts()
+	return c, s.err()
+}
+
+// LoadConsumer reads the consumer's configuration from args (without the program name) and getenv.
+func LoadConsumer(args []string, getenv func(string) string, out io.Writer) (Consumer, error) {
+	var c Consumer
+	s := newSource("consumer", getenv, out)
+	s.common(&c.Common, ":9091")
+	s.redis(&c.Redis)
+	s.duration(&c.DedupeTTL, "DEDUPE_TTL", 168*time.Hour, "how long a processed business fact is remembered")
+	s.integer(&c.Workers, "CONSUMER_WORKERS", 8, 1, "notifications processed at once")
+	s.duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 10*time.Second, "longest wait for in-flight messages on SIGTERM")
+	accounts := s.accounts(true)
+	if err := s.parse(args); err != nil {
+		return c, err
+	}
+	if c.DedupeTTL < 25*time.Hour {
+		s.errs = append(s.errs, fmt.Sprintf("%s: %s is shorter than WeChat Pay's 24 h of retries plus margin (use at least 25h)", s.describe("DEDUPE_TTL"), c.DedupeTTL))
+	}
+	c.Accounts = accounts()
+	return c, s.err()
+}
+
+func (s *source) redis(r *Redis) {
+	s.str(&r.URL, "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
+	s.parsed("REDIS_ADDRS", "", "Sentinel or Cluster addresses, comma-separated (instead of REDIS_URL)", func(v string) error {
+		r.Addrs = splitList(v)
+		return nil
+	})
+	s.str(&r.MasterName, "REDIS_MASTER_NAME", "", "Sentinel master name (with REDIS_ADDRS)")
+	s.post = append(s.post, func() {
+		if r.MasterName != "" && len(r.Addrs) == 0 {
+			s.errs = append(s.errs, fmt.Sprintf("%s: set, but %s lists no Sentinel address", s.describe("REDIS_MASTER_NAME"), s.describe("REDIS_ADDRS")))
+		}
+	})
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,258 @@
+// Package receiver is the HTTP intake that WeChat Pay calls: it verifies a notification's signature,
+// stores the still-encrypted body in JetStream and answers 204 only once JetStream has acknowledged it.
+// It holds no decryption key and imports nothing that could decrypt.
+package receiver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/wxpay-events/wxpay-events/internal/envelope"
+	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/internal/verify"
+)
+
+// Store keeps a notification durably. It returns once the message is stored (duplicate reports that
+// JetStream already had it under msgID), or with an error when it could not be stored in time.
+type Store interface {
+	Store(ctx context.Context, msg *nats.Msg, msgID string) (duplicate bool, err error)
+}
+
+// Verifier checks a notification's signature (a *verify.Verifier).
+type Verifier interface {
+	Verify(ctx context.Context, h verify.Headers, body []byte) error
+}
+
+// Reasons (metric and log labels) of the receiver's own answers; verification failures use verify.Reason.
+const (
+	reasonStored          = "stored"
+	reasonDuplicate       = "duplicate"
+	reasonUnknownMerchant = "unknown_merchant"
+	reasonNoMerchant      = "merchant_required"
+	reasonTooLarge        = "payload_too_large"
+	reasonReadError       = "read_error"
+	reasonMalformed       = "malformed_envelope"
+	reasonStoreFailed     = "store_failed"
+)
+
+// Handler serves POST /notify/{mchid} and, with exactly one account, POST /notify.
+type Handler struct {
+	verifiers      map[string]Verifier
+	single         string
+	store          Store
+	maxBody        int64
+	publishTimeout time.Duration
+	log            zerolog.Logger
+	rejectLog      zerolog.Logger
+	metrics        *Metrics
+	mux            *http.ServeMux
+	bufs           sync.Pool
+}
+
+// HandlerOptions configure a Handler.
+type HandlerOptions struct {
+	Verifiers      map[string]Verifier // by merchant id
+	Store          Store
+	MaxBody        int64
+	PublishTimeout time.Duration
+	Log            zerolog.Logger
+	Metrics        *Metrics
+}
+
+// NewHandler builds the notify handler.
+func NewHandler(o HandlerOptions) *Handler {
+	h := &Handler{
+		verifiers:      o.Verifiers,
+		store:          o.Store,
+		maxBody:        o.MaxBody,
+		publishTimeout: o.PublishTimeout,
+		log:            o.Log,
+		// Rejections can come in floods (probes, scanners, a misconfigured proxy); keep their log bounded.
+		rejectLog: o.Log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second}),
+		metrics:   o.Metrics,
+		bufs:      sync.Pool{New: func() any { return new(bytes.Buffer) }},
+	}
+	if len(o.Verifiers) == 1 {
+		for id := range o.Verifiers {
+			h.single = id
+		}
+	}
+	h.mux = http.NewServeMux()
+	h.mux.HandleFunc("POST /notify/{mchid}", func(w http.ResponseWriter, r *http.Request) {
+		h.serve(w, r, r.PathValue("mchid"))
+	})
+	h.mux.HandleFunc("POST /notify", func(w http.ResponseWriter, r *http.Request) {
+		h.serve(w, r, h.single)
+	})
+	return h
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchid string) {
+	start := time.Now()
+	code, reason, ev := h.handle(w, r, mchid)
+	h.metrics.observeRequest(code, reason, time.Since(start))
+	if code == http.StatusNoContent {
+		w.WriteHeader(code)
+	} else {
+		writeFail(w, code, reason)
+	}
+
+	lg := &h.log
+	lvl := zerolog.InfoLevel
+	switch {
+	case code >= 500:
+		lvl = zerolog.ErrorLevel
+	case code >= 400:
+		lg, lvl = &h.rejectLog, zerolog.WarnLevel
+	}
+	e := lg.WithLevel(lvl).
+		Str("mchid", clip(mchid)).
+		Str("notification_id", ev.ID).
+		Str("event_type", ev.EventType).
+		Str("request_id", clip(r.Header.Get(topology.HeaderRequestID))).
+		Int("status", code).
+		Str("outcome", outcome(code)).
+		Str("reason", reason).
+		Dur("latency", time.Since(start))
+	if ev.err != nil {
+		e = e.AnErr("error", ev.err)
+	}
+	e.Msg("notification")
+}
+
+// handled is what the log line of one request says about its notification.
+type handled struct {
+	ID, EventType string
+	err           error
+}
+
+func (h *Handler) handle(w http.ResponseWriter, r *http.Request, mchid string) (int, string, handled) {
+	if mchid == "" {
+		return http.StatusNotFound, reasonNoMerchant, handled{}
+	}
+	ver, ok := h.verifiers[mchid]
+	if !ok {
+		return http.StatusNotFound, reasonUnknownMerchant, handled{}
+	}
+
+	buf := h.bufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	reuse := true
+	defer func() {
+		// A publish that timed out may still be retried by the NATS client from this buffer.
+		if reuse && buf.Cap() <= 4*int(h.maxBody) {
+			h.bufs.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody)); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return http.StatusRequestEntityTooLarge, reasonTooLarge, handled{}
+		}
+		return http.StatusBadRequest, reasonReadError, handled{err: err}
+	}
+	body := buf.Bytes()
+
+	hdr := verify.HeadersFrom(r.Header)
+	if err := ver.Verify(r.Context(), hdr, body); err != nil {
+		reason := verify.Reason(err)
+		h.metrics.verifyFailures.WithLabelValues(reason).Inc()
+		return http.StatusUnauthorized, reason, handled{err: err}
+	}
+
+	env, err := envelope.Parse(body)
+	if err != nil {
+		return http.StatusBadRequest, reasonMalformed, handled{err: err}
+	}
+	ev := handled{ID: env.ID, EventType: env.EventType}
+
+	msg := &nats.Msg{
+		Subject: topology.InboundSubject(mchid, env.SubjectToken()),
+		Data:    body,
+		Header:  inboundHeader(r.Header),
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.publishTimeout)
+	defer cancel()
+	t0 := time.Now()
+	dup, err := h.store.Store(ctx, msg, topology.InboundMsgID(mchid, env.ID))
+	h.metrics.publishSeconds.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		reuse = false
+		ev.err = err
+		return http.StatusServiceUnavailable, reasonStoreFailed, ev
+	}
+	if dup {
+		return http.StatusNoContent, reasonDuplicate, ev
+	}
+	return http.StatusNoContent, reasonStored, ev
+}
+
+// inboundHeader keeps the Wechatpay-* and Request-ID headers exactly as received.
+func inboundHeader(in http.Header) nats.Header {
+	out := make(nats.Header, 8)
+	for k, v := range in {
+		if strings.HasPrefix(k, "Wechatpay-") {
+			out[k] = v
+		}
+	}
+	if v := in.Values(topology.HeaderRequestID); len(v) > 0 {
+		out[topology.HeaderRequestID] = v
+	}
+	return out
+}
+
+// failMessages are the answers' message fields: at most 64 characters, as WeChat Pay's contract asks.
+var failMessages = map[string]string{
+	reasonUnknownMerchant: "unknown merchant",
+	reasonNoMerchant:      "merchant id required in the path: /notify/{mchid}",
+	reasonTooLarge:        "body too large",
+	reasonReadError:       "could not read body",
+	reasonMalformed:       "malformed notification envelope",
+	reasonStoreFailed:     "temporarily unable to store the notification, retry",
+}
+
+func writeFail(w http.ResponseWriter, code int, reason string) {
+	msg, ok := failMessages[reason]
+	if !ok {
+		msg = "signature verification failed: " + reason
+	}
+	body, _ := json.Marshal(struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}{"FAIL", msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+func outcome(code int) string {
+	switch {
+	case code == http.StatusNoContent:
+		return "stored"
+	case code >= 500:
+		return "error"
+	default:
+		return "rejected"
+	}
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64]
+	}
+	return s
+}
