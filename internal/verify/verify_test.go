@@ -186,7 +186,10 @@ func TestVerifyTable(t *testing.T) {
 		{name: "public key only configured", keys: pubOnly(), n: build(wechatsim.Options{Key: wechatsim.SignWithPublicKeyID})},
 		{name: "certificate only configured", keys: certOnly(), n: build(wechatsim.Options{Key: wechatsim.SignWithCertificate})},
 		{name: "certificate serial in lower case", keys: certOnly(), n: build(wechatsim.Options{Key: wechatsim.SignWithCertificate}),
-			mutate: func(h http.Header, b []byte) []byte { h.Set("Wechatpay-Serial", strings.ToLower(p.CertSerial)); return b }},
+			mutate: func(h http.Header, b []byte) []byte {
+				h.Set("Wechatpay-Serial", strings.ToLower(p.CertSerial))
+				return b
+			}},
 		{name: "no signature type header", keys: bothKeys(p), n: build(wechatsim.Options{}),
 			mutate: func(h http.Header, b []byte) []byte { h.Del("Wechatpay-Signature-Type"); return b }},
 		{name: "cert-signed, only public key configured", keys: pubOnly(), n: build(wechatsim.Options{Key: wechatsim.SignWithCertificate}),
@@ -216,8 +219,11 @@ func TestVerifyTable(t *testing.T) {
 			mutate: func(h http.Header, b []byte) []byte { h.Set("Wechatpay-Timestamp", "2021-06-24"); return b },
 			want:   verify.ErrBadTimestamp, reason: "bad_timestamp"},
 		{name: "SM2 signature type", keys: bothKeys(p), n: build(wechatsim.Options{}),
-			mutate: func(h http.Header, b []byte) []byte { h.Set("Wechatpay-Signature-Type", "WECHATPAY2-SM2-WITH-SM3"); return b },
-			want:   verify.ErrUnsupportedSignatureType, reason: "unsupported_signature_type"},
+			mutate: func(h http.Header, b []byte) []byte {
+				h.Set("Wechatpay-Signature-Type", "WECHATPAY2-SM2-WITH-SM3")
+				return b
+			},
+			want: verify.ErrUnsupportedSignatureType, reason: "unsupported_signature_type"},
 	}
 	for _, name := range []string{"Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial"} {
 		cases = append(cases, struct {

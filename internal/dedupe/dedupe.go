@@ -1,0 +1,276 @@
+// Package dedupe records which business facts have been processed, in Redis,
+// so that the consumer publishes each fact once although WeChat Pay delivers
+// it many times. It works in two phases: a short lease while the fact is
+// being published, then a long-lived "done" once it has been.
+package dedupe
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults for the zero Options.
+const (
+	DefaultPrefix = "wxpay:dedupe:"
+	DefaultLease  = 30 * time.Second
+	// DefaultTTL outlives WeChat Pay's 24-hour retry horizon several times over,
+	// so a late or replayed notification still finds its fact done.
+	DefaultTTL = 7 * 24 * time.Hour
+)
+
+// Values stored under a key. They identify the phase and the lease owner and
+// never carry payload data.
+const (
+	valueDone        = "done"
+	valueLeasePrefix = "processing:"
+)
+
+// minLeaseOrTTL keeps sub-millisecond durations from becoming PX 0, which
+// Redis rejects.
+const minLeaseOrTTL = time.Millisecond
+
+var (
+	// ErrUnavailable means the state of a fact could not be read or written,
+	// so the caller must retry later: neither drop the notification nor
+	// publish it. Every error from a Redis round trip wraps it together with
+	// the original error: network failures, timeouts, a cancelled context, and
+	// error replies such as LOADING, READONLY or CLUSTERDOWN during failover.
+	ErrUnavailable = errors.New("dedupe: redis unavailable")
+
+	// ErrUnexpectedValue means a key holds a value this package did not
+	// write. Something else uses the key space; retrying will not help
+	// until it is cleaned up.
+	ErrUnexpectedValue = errors.New("dedupe: unexpected value in key")
+)
+
+// State says what Claim found.
+type State int
+
+const (
+	// Claimed means the caller owns the lease: publish, then Commit (or
+	// Release on failure).
+	Claimed State = iota + 1
+	// Done means the fact was already processed: drop the notification.
+	Done
+	// Busy means another worker holds a live lease: retry later.
+	Busy
+)
+
+var stateNames = [...]string{Claimed: "claimed", Done: "done", Busy: "busy"}
+
+// String returns a lower-case name suitable for a log field or metric label.
+func (s State) String() string {
+	if s > 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Claim is the result of Redis.Claim. Pass it unchanged to Commit or Release.
+type Claim struct {
+	// Key is the caller's key, without Options.Prefix.
+	Key string
+	// Token identifies this claim's lease; empty unless State is Claimed.
+	Token string
+	State State
+}
+
+// CommitResult says what Commit found under the key before recording the
+// fact done. Everything but Committed means the lease was lost, so another
+// worker may have published the same event too (JetStream's Msg-Id window
+// may still catch it); count them, they say Lease is too short.
+type CommitResult int
+
+const (
+	// Committed means the caller still held its lease: the normal case.
+	Committed CommitResult = iota + 1
+	// LeaseExpired means the lease had expired and nobody had claimed the
+	// fact since.
+	LeaseExpired
+	// LeaseTaken means another worker had claimed the fact after the lease
+	// expired; its own Commit will report AlreadyDone.
+	LeaseTaken
+	// AlreadyDone means another worker had committed the fact first, or,
+	// rarely, that the client retried this Commit after losing the reply
+	// of an attempt that succeeded.
+	AlreadyDone
+)
+
+var commitResultNames = [...]string{
+	Committed:    "committed",
+	LeaseExpired: "lease_expired",
+	LeaseTaken:   "lease_taken",
+	AlreadyDone:  "already_done",
+}
+
+// String returns a lower-case name suitable for a log field or metric label.
+func (r CommitResult) String() string {
+	if r > 0 && int(r) < len(commitResultNames) {
+		return commitResultNames[r]
+	}
+	return fmt.Sprintf("CommitResult(%d)", int(r))
+}
+
+// LeaseLost reports whether the caller no longer held its lease at Commit.
+func (r CommitResult) LeaseLost() bool { return r != Committed }
+
+// Options configures Redis. Zero or negative fields take their defaults.
+type Options struct {
+	// Prefix is prepended to every key; default DefaultPrefix.
+	Prefix string
+	// Lease is how long a claim stays exclusive without a Commit or Release;
+	// default DefaultLease. It must cover the publish and its PubAck, and is
+	// what a crashed worker costs: the fact is Busy until the lease expires.
+	Lease time.Duration
+	// TTL is how long a fact stays Done; default DefaultTTL.
+	TTL time.Duration
+}
+
+// Each script touches exactly one key, passed in KEYS[1], so in a Cluster it
+// runs on the node owning that key's slot and needs no {hash-tag}.
+var (
+	// claimScript returns 1 when it set the lease, else the current value.
+	// SET NX … GET would do the same in one command but needs Redis 7.
+	claimScript = redis.NewScript(`
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+	return 1
+end
+return redis.call('GET', KEYS[1])
+`)
+
+	// commitScript records the fact done unless it already is, and reports
+	// what it found: 1 our lease, 2 nothing (expired), 3 another lease,
+	// 0 already done. It overwrites another worker's lease on purpose: our
+	// event is published, so done is the truth.
+	commitScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[2] then
+	return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if v == ARGV[1] then
+	return 1
+elseif v then
+	return 3
+end
+return 2
+`)
+
+	// releaseScript deletes the key only if it still holds our lease, so a
+	// late Release can neither free another worker's lease nor forget a done.
+	releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+	return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+)
+
+var commitResults = map[int64]CommitResult{0: AlreadyDone, 1: Committed, 2: LeaseExpired, 3: LeaseTaken}
+
+// Redis is a two-phase deduper on a single node, Sentinel or Cluster Redis.
+// It is safe for concurrent use.
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+	lease  int64 // milliseconds
+	ttl    int64 // milliseconds
+}
+
+// NewRedis returns a deduper storing its keys through c.
+func NewRedis(c redis.UniversalClient, o Options) *Redis {
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.Lease <= 0 {
+		o.Lease = DefaultLease
+	}
+	if o.TTL <= 0 {
+		o.TTL = DefaultTTL
+	}
+	return &Redis{
+		c:      c,
+		prefix: o.Prefix,
+		lease:  max(o.Lease, minLeaseOrTTL).Milliseconds(),
+		ttl:    max(o.TTL, minLeaseOrTTL).Milliseconds(),
+	}
+}
+
+// Claim takes a lease on key unless the fact is done or leased by another
+// worker. Only a Claimed result carries a Token.
+func (r *Redis) Claim(ctx context.Context, key string) (Claim, error) {
+	if key == "" {
+		return Claim{}, errors.New("dedupe: claim: empty key")
+	}
+	token := rand.Text() // at least 128 random bits; never fails
+	v, err := claimScript.Run(ctx, r.c, []string{r.prefix + key}, valueLeasePrefix+token, r.lease).Result()
+	if err != nil {
+		return Claim{}, fmt.Errorf("dedupe: claim %s: %w: %w", key, ErrUnavailable, err)
+	}
+	switch v := v.(type) {
+	case int64:
+		return Claim{Key: key, Token: token, State: Claimed}, nil
+	case string:
+		switch {
+		// The client retries a call whose reply was lost, and the retry
+		// finds the lease the first attempt took.
+		case v == valueLeasePrefix+token:
+			return Claim{Key: key, Token: token, State: Claimed}, nil
+		case v == valueDone:
+			return Claim{Key: key, State: Done}, nil
+		case strings.HasPrefix(v, valueLeasePrefix):
+			return Claim{Key: key, State: Busy}, nil
+		}
+	}
+	// Not %v of the value: whatever wrote it might have put data there.
+	return Claim{}, fmt.Errorf("dedupe: claim %s: %w", key, ErrUnexpectedValue)
+}
+
+// Commit records the fact done for TTL. Call it once the domain event's
+// publish is acknowledged. It records done even if the lease was lost,
+// because the event is published whoever holds the lease; the result says
+// whether it was lost. Committing a done fact changes nothing.
+func (r *Redis) Commit(ctx context.Context, c Claim) (CommitResult, error) {
+	if err := c.owned("commit"); err != nil {
+		return 0, err
+	}
+	n, err := commitScript.Run(ctx, r.c, []string{r.prefix + c.Key}, valueLeasePrefix+c.Token, valueDone, r.ttl).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("dedupe: commit %s: %w: %w", c.Key, ErrUnavailable, err)
+	}
+	res, ok := commitResults[n]
+	if !ok {
+		return 0, fmt.Errorf("dedupe: commit %s: script returned %d", c.Key, n)
+	}
+	return res, nil
+}
+
+// Release gives the lease up so another delivery can claim the fact at once.
+// Call it when processing fails before the publish. It deletes the key only
+// while it still holds this claim's lease; otherwise, and for a claim that is
+// not Claimed, it does nothing.
+func (r *Redis) Release(ctx context.Context, c Claim) error {
+	if c.State != Claimed {
+		return nil
+	}
+	if err := c.owned("release"); err != nil {
+		return err
+	}
+	if err := releaseScript.Run(ctx, r.c, []string{r.prefix + c.Key}, valueLeasePrefix+c.Token).Err(); err != nil {
+		return fmt.Errorf("dedupe: release %s: %w: %w", c.Key, ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (c Claim) owned(op string) error {
+	if c.State != Claimed || c.Key == "" || c.Token == "" {
+		return fmt.Errorf("dedupe: %s %q: claim is %v, not an owned lease", op, c.Key, c.State)
+	}
+	return nil
+}
