@@ -229,4 +229,6 @@ func (u unionGetter) GetAll(ctx context.Context) map[string]*x509.Certificate {
 	return all
 }
 
-func (u unionGetter) GetNewestSerial(ctx context.Context) string { return u.downloaded.GetNewestSerial(ctx) }
+func (u unionGetter) GetNewestSerial(ctx context.Context) string {
+	return u.downloaded.GetNewestSerial(ctx)
+}

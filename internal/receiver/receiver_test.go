@@ -443,5 +443,4 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	}
 }
 
-
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
