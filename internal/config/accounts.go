@@ -198,7 +198,8 @@ func loadAccount(spec accountSpec, name func(string) string, needAPIv3Key bool) 
 			bad("private_key_file", "%s: not a PEM RSA private key", spec.PrivateKeyFile)
 		}
 	}
-	if spec.PublicKeyFile == "" && spec.PublicKeyID == "" && len(spec.PlatformCertFiles) == 0 && spec.PrivateKeyFile == "" {
+	// The consumer only decrypts: it needs no verification key (the receiver verified before storing).
+	if !needAPIv3Key && spec.PublicKeyFile == "" && spec.PublicKeyID == "" && len(spec.PlatformCertFiles) == 0 && spec.PrivateKeyFile == "" {
 		bad("public_key_file", "no key to verify signatures: configure the WeChat Pay public key, platform certificates, or a private key to download them")
 	}
 	if spec.APIv3KeyFile != "" && (needAPIv3Key || spec.PrivateKeyFile != "") {
