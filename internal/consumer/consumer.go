@@ -1,0 +1,296 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/wxpay-events/wxpay-events/internal/admin"
+	"github.com/wxpay-events/wxpay-events/internal/config"
+	"github.com/wxpay-events/wxpay-events/internal/decrypt"
+	"github.com/wxpay-events/wxpay-events/internal/dedupe"
+	"github.com/wxpay-events/wxpay-events/internal/logging"
+	"github.com/wxpay-events/wxpay-events/internal/topology"
+)
+
+// Consumer is a running consumer process: NATS connected, durable consumer bound, admin listener bound.
+type Consumer struct {
+	cfg       config.Consumer
+	log       zerolog.Logger
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	cons      jetstream.Consumer
+	proc      *Processor
+	registry  *prometheus.Registry
+	adminLn   net.Listener
+	closeDeps []func()
+}
+
+// Deps lets the dev mode and tests hand in what they already have.
+type Deps struct {
+	// InProcess connects to an embedded NATS server without a socket.
+	InProcess nats.InProcessConnProvider
+	// Dedupe replaces the Redis dedupe store (the dev mode's embedded store).
+	Dedupe Deduper
+	// Consumer tunes the durable consumer (tests shorten AckWait and MaxDeliver).
+	Consumer topology.ConsumerOptions
+}
+
+// Run is the consumer program: load configuration from args and getenv, consume until ctx ends.
+func Run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, err := config.LoadConsumer(args, getenv, stdout)
+	if err != nil {
+		return err
+	}
+	log := logging.New(cfg.LogLevel, cfg.LogFormat, stdout).With().Str("program", "consumer").Logger()
+	c, err := New(ctx, cfg, log, Deps{})
+	if err != nil {
+		return err
+	}
+	return c.Serve(ctx)
+}
+
+// New connects to NATS and Redis, creates or updates the streams and the durable consumer, and binds the
+// admin listener. It checks every APIv3 key before consuming anything.
+func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps) (*Consumer, error) {
+	c := &Consumer{cfg: cfg, log: log, registry: admin.NewRegistry()}
+	ciphers := make(map[string]Cipher, len(cfg.Accounts))
+	for _, a := range cfg.Accounts {
+		ci, err := decrypt.New(a.APIv3Key)
+		if err != nil {
+			return nil, fmt.Errorf("%s: apiv3_key_file: %w", a.Origin, err)
+		}
+		ciphers[a.MchID] = ci
+	}
+
+	d := deps.Dedupe
+	if d == nil {
+		// go-redis logs every failed dial to stderr on its own; route that through our logger instead.
+		redis.SetLogger(redisLogger{log})
+		rc, err := dedupe.NewUniversalClient(dedupe.ClientOptions{URL: cfg.Redis.URL, Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName})
+		if err != nil {
+			return nil, err
+		}
+		c.closeDeps = append(c.closeDeps, func() { _ = rc.Close() })
+		d = dedupe.NewRedis(rc, dedupe.Options{TTL: cfg.DedupeTTL})
+	}
+
+	var err error
+	c.nc, err = topology.Connect(topology.ConnectOptions{URL: cfg.NATSURL, Creds: cfg.NATSCreds, Name: "wxpay-consumer", InProcess: deps.InProcess}, log)
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	if c.js, err = jetstream.New(c.nc); err != nil {
+		c.close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := topology.Ensure(sctx, c.js, topology.Options{Replicas: cfg.StreamReplicas}); err != nil {
+		c.close()
+		return nil, err
+	}
+	copts := deps.Consumer
+	copts.Replicas = cfg.StreamReplicas
+	if copts.MaxAckPending == 0 {
+		copts.MaxAckPending = max(64, cfg.Workers*8)
+	}
+	if c.cons, err = topology.EnsureConsumer(sctx, c.js, copts); err != nil {
+		c.close()
+		return nil, err
+	}
+	info := c.cons.CachedInfo()
+	c.proc = &Processor{
+		Ciphers:     ciphers,
+		Dedupe:      d,
+		JS:          c.js,
+		Log:         log,
+		Metrics:     NewMetrics(c.registry),
+		MaxDeliver:  info.Config.MaxDeliver,
+		CallTimeout: 3 * time.Second,
+	}
+	if c.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+		c.close()
+		return nil, fmt.Errorf("ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
+	}
+	return c, nil
+}
+
+// AdminAddr is the bound admin address.
+func (c *Consumer) AdminAddr() net.Addr { return c.adminLn.Addr() }
+
+// Serve consumes with CONSUMER_WORKERS workers until ctx ends, then stops pulling, lets the workers finish
+// the messages they hold (up to SHUTDOWN_TIMEOUT) and drains NATS.
+func (c *Consumer) Serve(ctx context.Context) error {
+	defer c.close()
+	batch := max(c.cfg.Workers*2, 16)
+	it, err := c.cons.Messages(jetstream.PullMaxMessages(batch), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(2*time.Second))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", topology.ConsumerName, err)
+	}
+	advisory, err := c.nc.Subscribe(maxDeliveriesAdvisory, c.onMaxDeliveries(ctx))
+	if err != nil {
+		it.Stop()
+		return fmt.Errorf("subscribe to max-deliveries advisories: %w", err)
+	}
+	defer func() { _ = advisory.Unsubscribe() }()
+
+	c.log.Info().Str("admin_addr", c.AdminAddr().String()).Int("workers", c.cfg.Workers).
+		Int("accounts", len(c.cfg.Accounts)).Msg("consumer started")
+
+	// Workers keep their own context: on shutdown they finish what they hold instead of failing it.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	var workers sync.WaitGroup
+	for range c.cfg.Workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for {
+				msg, err := it.Next()
+				if err != nil {
+					if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+						return
+					}
+					c.log.Warn().Err(err).Msg("pull")
+					continue
+				}
+				c.proc.Handle(workCtx, msg)
+			}
+		}()
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return admin.Serve(gctx, admin.Server(admin.Handler(c.registry, c.ready)), c.adminLn, 2*time.Second)
+	})
+	g.Go(func() error { c.pollLag(gctx); return nil })
+	<-gctx.Done()
+
+	// Stop pulling; messages already buffered are still handed to the workers, then Next reports closed.
+	it.Drain()
+	done := make(chan struct{})
+	go func() { workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(c.cfg.ShutdownTimeout):
+		c.log.Warn().Msg("shutdown timeout: unfinished messages will be redelivered after AckWait")
+		cancelWork()
+		it.Stop()
+		<-done
+	}
+	err = g.Wait()
+	if c.nc != nil && !c.nc.IsClosed() {
+		_ = c.nc.Drain()
+	}
+	c.log.Info().Err(err).Msg("consumer stopped")
+	return err
+}
+
+func (c *Consumer) ready(ctx context.Context) error {
+	if !c.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	if _, err := c.cons.Info(ctx); err != nil {
+		return fmt.Errorf("consumer %s: %w", topology.ConsumerName, err)
+	}
+	return topology.Check(ctx, c.js)
+}
+
+// pollLag publishes the durable consumer's pending and ack-pending counts every few seconds.
+func (c *Consumer) pollLag(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if info, err := c.cons.Info(ictx); err == nil {
+			c.proc.Metrics.pending.Set(float64(info.NumPending))
+			c.proc.Metrics.ackPending.Set(float64(info.NumAckPending))
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+const maxDeliveriesAdvisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + topology.InboundStream + "." + topology.ConsumerName
+
+// onMaxDeliveries dead-letters a message whose last delivery was never settled (its worker crashed or
+// hung): JetStream stops redelivering it and, without this, it would sit in the stream unnoticed. Every
+// consumer process receives the advisory; the DLQ message id makes their copies one entry.
+func (c *Consumer) onMaxDeliveries(ctx context.Context) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		var adv struct {
+			StreamSeq  uint64 `json:"stream_seq"`
+			Deliveries uint64 `json:"deliveries"`
+		}
+		if err := json.Unmarshal(m.Data, &adv); err != nil || adv.StreamSeq == 0 {
+			c.log.Error().Err(err).Msg("unreadable max-deliveries advisory")
+			return
+		}
+		go func() {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if err := c.deadLetterBySeq(actx, adv.StreamSeq, adv.Deliveries); err != nil {
+				c.log.Error().Err(err).Uint64("stream_seq", adv.StreamSeq).Msg("dead-letter after max deliveries failed; the message stays in the inbound stream")
+				return
+			}
+			c.log.Error().Uint64("stream_seq", adv.StreamSeq).Str("reason", reasonMaxDeliveries).Msg("notification dead-lettered after max deliveries")
+		}()
+	}
+}
+
+func (c *Consumer) deadLetterBySeq(ctx context.Context, seq, deliveries uint64) error {
+	s, err := c.js.Stream(ctx, topology.InboundStream)
+	if err != nil {
+		return err
+	}
+	raw, err := s.GetMsg(ctx, seq)
+	if err != nil {
+		return fmt.Errorf("get inbound message %d: %w", seq, err)
+	}
+	mchid, _, _ := topology.ParseInboundSubject(raw.Subject)
+	dm := dlqMessage(raw.Subject, raw.Data, raw.Header, seq, deliveries, mchid, reasonMaxDeliveries,
+		errors.New("delivery limit reached without the message being settled (worker crashed or timed out)"), time.Now())
+	if err := c.proc.publishDLQ(ctx, dm, seq); err != nil {
+		return err
+	}
+	c.proc.Metrics.dlq.WithLabelValues(reasonMaxDeliveries).Inc()
+	return nil
+}
+
+func (c *Consumer) close() {
+	if c.adminLn != nil {
+		_ = c.adminLn.Close()
+	}
+	if c.nc != nil && !c.nc.IsClosed() {
+		c.nc.Close()
+	}
+	for _, f := range c.closeDeps {
+		f()
+	}
+}
+
+// redisLogger sends go-redis's internal messages (pool dial failures) to the debug log: the errors that
+// matter reach the processor as ErrUnavailable and are logged there once per message.
+type redisLogger struct{ log zerolog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug().Str("component", "go-redis").Msgf(format, v...)
+}

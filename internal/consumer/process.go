@@ -1,0 +1,239 @@
+// Package consumer turns stored notifications into domain events: for each inbound message it parses the
+// envelope, decrypts the resource, maps it to a typed event, claims the business fact in the dedupe store,
+// publishes one CloudEvent and only then acknowledges. What cannot be processed is dead-lettered with its
+// reason; what may succeed later is retried with a delay.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/wxpay-events/wxpay-events/internal/dedupe"
+	"github.com/wxpay-events/wxpay-events/internal/envelope"
+	"github.com/wxpay-events/wxpay-events/internal/events"
+	"github.com/wxpay-events/wxpay-events/internal/topology"
+)
+
+// Deduper remembers which business facts were already published (a *dedupe.Redis in production).
+type Deduper interface {
+	Claim(ctx context.Context, key string) (dedupe.Claim, error)
+	Commit(ctx context.Context, c dedupe.Claim) (dedupe.CommitResult, error)
+	Release(ctx context.Context, c dedupe.Claim) error
+}
+
+// Cipher opens an encrypted notification resource (a *decrypt.Cipher).
+type Cipher interface {
+	Open(algorithm, nonce, associatedData, ciphertextB64 string) ([]byte, error)
+}
+
+// Errors the processor raises itself.
+var (
+	// ErrUnknownMerchant: the inbound subject names a merchant this consumer has no key for.
+	ErrUnknownMerchant = errors.New("consumer: no account configured for this merchant")
+	// ErrBusy: another worker holds a live claim on the same business fact.
+	ErrBusy = errors.New("consumer: business fact being processed by another worker")
+	// errPublish wraps a failed publish of the domain event (retryable).
+	errPublish = errors.New("consumer: publish domain event")
+)
+
+// Outcomes of one message, as metric labels.
+const (
+	outcomePublished    = "published"
+	outcomeDuplicate    = "duplicate"
+	outcomeDeadLettered = "dead_lettered"
+	outcomeRetried      = "retried"
+)
+
+// Processor processes one inbound message at a time; it is safe for concurrent use by many workers.
+type Processor struct {
+	Ciphers    map[string]Cipher // by merchant id
+	Dedupe     Deduper
+	JS         jetstream.JetStream
+	Log        zerolog.Logger
+	Metrics    *Metrics
+	MaxDeliver int
+	// CallTimeout bounds each Redis and NATS call, so that an outage turns into a retry quickly.
+	CallTimeout time.Duration
+}
+
+// result is what processing one message produced.
+type result struct {
+	env     envelope.Envelope
+	mchid   string
+	event   events.Event
+	outcome string // published or duplicate, when err is nil
+}
+
+// Handle processes msg and settles it: ack, delayed NAK, or dead-letter and terminate.
+func (p *Processor) Handle(ctx context.Context, msg jetstream.Msg) {
+	start := time.Now()
+	meta, err := msg.Metadata()
+	if err != nil {
+		p.Log.Error().Err(err).Msg("message without JetStream metadata; left for redelivery")
+		return
+	}
+	res, err := p.process(ctx, msg)
+	d := disposition(err)
+	if d.action == retry && meta.NumDelivered >= uint64(p.MaxDeliver) {
+		d = deadLetter(reasonMaxDeliveries)
+	}
+
+	outcome := res.outcome
+	var settleErr error
+	switch d.action {
+	case ack:
+		settleErr = p.ack(ctx, msg)
+	case retry:
+		outcome = outcomeRetried
+		settleErr = msg.NakWithDelay(retryDelay(err, meta.NumDelivered))
+	case deadLetterAction:
+		outcome = outcomeDeadLettered
+		settleErr = p.deadLetter(ctx, msg, meta, res.mchid, d.reason, err)
+	}
+	p.Metrics.observe(res.event.Type, outcome, time.Since(start))
+
+	lvl := zerolog.InfoLevel
+	switch {
+	case settleErr != nil || d.action == deadLetterAction:
+		lvl = zerolog.ErrorLevel
+	case d.action == retry:
+		lvl = zerolog.WarnLevel
+	}
+	e := p.Log.WithLevel(lvl).
+		Str("mchid", res.mchid).
+		Str("notification_id", res.env.ID).
+		Str("event_type", res.env.EventType).
+		Str("type", res.event.Type).
+		Str("event_id", res.event.ID).
+		Uint64("stream_seq", meta.Sequence.Stream).
+		Uint64("deliveries", meta.NumDelivered).
+		Str("outcome", outcome).
+		Dur("latency", time.Since(start))
+	if d.reason != "" {
+		e = e.Str("reason", d.reason)
+	}
+	if err != nil {
+		e = e.AnErr("error", err)
+	}
+	if settleErr != nil {
+		e = e.AnErr("settle_error", settleErr)
+	}
+	e.Msg("notification processed")
+}
+
+// process runs the steps parse → decrypt → map → claim → publish → commit. A nil error means the event
+// is published (or was already), and the message may be acknowledged.
+func (p *Processor) process(ctx context.Context, msg jetstream.Msg) (result, error) {
+	var res result
+	mchid, _, ok := topology.ParseInboundSubject(msg.Subject())
+	if !ok {
+		return res, fmt.Errorf("%w: subject %q is not an inbound subject", envelope.ErrMalformed, msg.Subject())
+	}
+	res.mchid = mchid
+
+	env, err := envelope.Parse(msg.Data())
+	if err != nil {
+		return res, err
+	}
+	res.env = env
+	if !events.Supported(env.EventType) {
+		return res, fmt.Errorf("%w: %s", events.ErrUnsupportedEventType, env.EventType)
+	}
+	cipher, ok := p.Ciphers[mchid]
+	if !ok {
+		return res, fmt.Errorf("%w: %s", ErrUnknownMerchant, mchid)
+	}
+	r := env.Resource
+	plaintext, err := cipher.Open(r.Algorithm, r.Nonce, r.AssociatedData, r.Ciphertext)
+	if err != nil {
+		return res, fmt.Errorf("decrypt notification %s: %w", env.ID, err)
+	}
+	ev, err := events.Build(events.Notification{ID: env.ID, EventType: env.EventType, CreateTime: env.CreateTime, MchID: mchid}, plaintext)
+	if err != nil {
+		return res, fmt.Errorf("map notification %s: %w", env.ID, err)
+	}
+	res.event = ev
+
+	cctx, cancel := context.WithTimeout(ctx, p.CallTimeout)
+	claim, err := p.Dedupe.Claim(cctx, ev.DedupeKey)
+	cancel()
+	if err != nil {
+		return res, fmt.Errorf("claim %s: %w", ev.DedupeKey, err)
+	}
+	switch claim.State {
+	case dedupe.Done:
+		res.outcome = outcomeDuplicate
+		return res, nil
+	case dedupe.Busy:
+		return res, ErrBusy
+	}
+
+	if err := p.publish(ctx, ev); err != nil {
+		// Give the fact back at once so that the retry need not wait for the lease to expire.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
+		if rerr := p.Dedupe.Release(rctx, claim); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("release claim: %w", rerr))
+		}
+		cancel()
+		return res, err
+	}
+	cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
+	committed, err := p.Dedupe.Commit(cctx, claim)
+	cancel()
+	if err != nil {
+		// The event is out; if the commit is lost, the redelivery publishes the same event id again and
+		// JetStream's duplicate window on WECHATPAY_EVENTS drops it.
+		return res, fmt.Errorf("commit %s after publishing: %w", ev.DedupeKey, err)
+	}
+	if committed.LeaseLost() {
+		p.Metrics.leaseLost.WithLabelValues(committed.String()).Inc()
+	}
+	res.outcome = outcomePublished
+	return res, nil
+}
+
+// publish sends the CloudEvent and waits for JetStream's acknowledgement.
+func (p *Processor) publish(ctx context.Context, ev events.Event) error {
+	doc, err := ev.CloudEvent()
+	if err != nil {
+		return fmt.Errorf("%w: encode: %w", events.ErrMalformed, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, p.CallTimeout)
+	defer cancel()
+	m := &nats.Msg{Subject: ev.NATSSubject(), Data: doc, Header: nats.Header{}}
+	m.Header.Set("Content-Type", "application/cloudevents+json")
+	if _, err := p.JS.PublishMsg(pctx, m, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(topology.EventsStream)); err != nil {
+		return fmt.Errorf("%w %s to %s: %w", errPublish, ev.ID, m.Subject, err)
+	}
+	return nil
+}
+
+// ack acknowledges and waits for the server's confirmation, so that a lost ack shows as an error here.
+func (p *Processor) ack(ctx context.Context, msg jetstream.Msg) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
+	defer cancel()
+	return msg.DoubleAck(actx)
+}
+
+// retryDelay paces redeliveries after a retryable failure: NAK without a delay would burn MaxDeliver in
+// milliseconds. A busy fact waits for the other worker; outages back off up to a minute.
+func retryDelay(err error, delivered uint64) time.Duration {
+	if errors.Is(err, ErrBusy) {
+		return 2 * time.Second
+	}
+	steps := []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute}
+	i := int(delivered) - 1
+	if i >= len(steps) {
+		i = len(steps) - 1
+	}
+	if i < 0 {
+		i = 0
+	}
+	return steps[i]
+}
