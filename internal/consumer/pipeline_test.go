@@ -306,7 +306,7 @@ func TestRedisOutageLosesAndDuplicatesNothing(t *testing.T) {
 	post(0, 30)
 	p.WaitFor(20*time.Second, "first batch published", func() bool { return p.Count(topology.EventsStream) == 30 })
 	p.Redis.Stop()
-	post(30, 60) // the receiver needs no Redis: these are stored and wait
+	post(30, 60)                        // the receiver needs no Redis: these are stored and wait
 	time.Sleep(1500 * time.Millisecond) // let the consumer fail and NAK a few times against the dead Redis
 	if n := p.Count(topology.EventsStream); n != 30 {
 		t.Fatalf("%d events while Redis was down; nothing may be published unclaimed", n)
