@@ -170,34 +170,49 @@ func (r *Receiver) close() {
 	}
 }
 
-// buildVerifiers makes one verifier per account. Accounts with a merchant private key download their
-// platform certificates from WeChat Pay (wechatpay-go's downloader, refreshed every 24 h) in addition to
-// any static certificates and public key.
+// buildVerifiers makes one verifier per account.
 func (r *Receiver) buildVerifiers(ctx context.Context, clock func() time.Time) (map[string]Verifier, error) {
 	opts := []verify.Option{verify.WithMaxSkew(r.cfg.MaxSkew)}
 	if clock != nil {
 		opts = append(opts, verify.WithClock(clock))
 	}
-	out := make(map[string]Verifier, len(r.cfg.Accounts))
-	for _, a := range r.cfg.Accounts {
+	vs, mgr, err := BuildVerifiers(ctx, r.cfg.Accounts, opts...)
+	r.certMgr = mgr
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Verifier, len(vs))
+	for id, v := range vs {
+		out[id] = v
+	}
+	return out, nil
+}
+
+// BuildVerifiers makes one verifier per account. Accounts with a merchant private key download their
+// platform certificates from WeChat Pay (wechatpay-go's downloader, refreshed every 24 h) in addition to
+// any static certificates and public key; the returned manager (nil when none does) must be stopped.
+func BuildVerifiers(ctx context.Context, accounts []config.Account, opts ...verify.Option) (map[string]*verify.Verifier, *downloader.CertificateDownloaderMgr, error) {
+	var mgr *downloader.CertificateDownloaderMgr
+	out := make(map[string]*verify.Verifier, len(accounts))
+	for _, a := range accounts {
 		ks := a.KeySet()
 		if a.PrivateKey != nil {
-			if r.certMgr == nil {
-				r.certMgr = downloader.NewCertificateDownloaderMgr(context.WithoutCancel(ctx))
+			if mgr == nil {
+				mgr = downloader.NewCertificateDownloaderMgr(context.WithoutCancel(ctx))
 			}
-			if err := r.certMgr.RegisterDownloaderWithPrivateKey(ctx, a.PrivateKey, a.CertSerial, a.MchID, string(a.APIv3Key)); err != nil {
-				// The SDK's error may quote the response; it carries no key material.
-				return nil, fmt.Errorf("%s: download platform certificates from WeChat Pay: %w", a.Origin, err)
+			if err := mgr.RegisterDownloaderWithPrivateKey(ctx, a.PrivateKey, a.CertSerial, a.MchID, string(a.APIv3Key)); err != nil {
+				// The SDK's error may quote WeChat's response; it carries no key material.
+				return nil, mgr, fmt.Errorf("%s: download platform certificates from WeChat Pay: %w", a.Origin, err)
 			}
-			ks.Certificates = unionGetter{r.certMgr.GetCertificateVisitor(a.MchID), ks.Certificates}
+			ks.Certificates = unionGetter{mgr.GetCertificateVisitor(a.MchID), ks.Certificates}
 		}
 		v, err := verify.New(ks, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", a.Origin, err)
+			return nil, mgr, fmt.Errorf("%s: %w", a.Origin, err)
 		}
 		out[a.MchID] = v
 	}
-	return out, nil
+	return out, mgr, nil
 }
 
 // unionGetter looks a serial up in the downloaded certificates, then in the static ones.
