@@ -1,0 +1,226 @@
+package config_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wxpay-events/wxpay-events/internal/config"
+	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
+)
+
+var (
+	once  sync.Once
+	plat  *wechatsim.Platform
+	files wechatsim.Files
+	dir   string
+)
+
+// setup writes one simulated platform's files into a directory shared by the tests of this package.
+func setup(t *testing.T) (*wechatsim.Platform, wechatsim.Files) {
+	t.Helper()
+	once.Do(func() {
+		var err error
+		plat, err = wechatsim.NewPlatform("1900000100")
+		if err != nil {
+			panic(err)
+		}
+		dir, err = os.MkdirTemp("", "config-test")
+		if err != nil {
+			panic(err)
+		}
+		files, err = plat.WriteFiles(dir)
+		if err != nil {
+			panic(err)
+		}
+	})
+	return plat, files
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if dir != "" {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
+func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestReceiverDefaultsAndSingleAccount(t *testing.T) {
+	p, f := setup(t)
+	env := p.Env(f)
+	delete(env, "WECHATPAY_APIV3_KEY_FILE")
+	c, err := config.LoadReceiver(nil, envOf(env), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":8080" || c.AdminAddr != ":9090" || c.NATSURL != "nats://127.0.0.1:4222" || c.StreamReplicas != 1 ||
+		c.MaxBody != 64<<10 || c.PublishTimeout != 2*time.Second || c.LogFormat != "json" || c.LogLevel != "info" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if len(c.Accounts) != 1 {
+		t.Fatalf("accounts: %d", len(c.Accounts))
+	}
+	a := c.Accounts[0]
+	if a.MchID != p.MchID || a.PublicKeyID != p.PublicKeyID || a.PublicKey == nil || len(a.Certificates) != 1 {
+		t.Fatalf("account: %+v", a)
+	}
+	if a.APIv3Key != nil {
+		t.Fatal("the receiver loaded the APIv3 key without needing it")
+	}
+}
+
+func TestFlagsOverrideEnvironment(t *testing.T) {
+	p, f := setup(t)
+	env := p.Env(f)
+	env["STREAM_REPLICAS"] = "1"
+	c, err := config.LoadReceiver([]string{"--stream-replicas", "3", "--receiver-addr", "127.0.0.1:0"}, envOf(env), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StreamReplicas != 3 || c.Addr != "127.0.0.1:0" {
+		t.Fatalf("flags not applied: %+v", c.Common)
+	}
+}
+
+func TestConsumerNeedsExactly32ByteKey(t *testing.T) {
+	p, f := setup(t)
+	env := p.Env(f)
+	c, err := config.LoadConsumer(nil, envOf(env), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(c.Accounts[0].APIv3Key) != string(p.APIv3Key) || c.DedupeTTL != 168*time.Hour || c.AdminAddr != ":9091" {
+		t.Fatalf("consumer config: %+v", c)
+	}
+	if s := fmt.Sprintf("%v %+v", c.Accounts[0].APIv3Key, c.Accounts[0]); strings.Contains(s, string(p.APIv3Key)) {
+		t.Fatalf("the key shows in formatted output: %s", s)
+	}
+
+	// A 16-byte key (as in wechatpay-go's own vectors) is refused, naming the variable and the length only.
+	short := filepath.Join(t.TempDir(), "short.key")
+	if err := os.WriteFile(short, []byte("testMchAPIv3Key0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env["WECHATPAY_APIV3_KEY_FILE"] = short
+	_, err = config.LoadConsumer(nil, envOf(env), io.Discard)
+	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "WECHATPAY_APIV3_KEY_FILE") || !strings.Contains(err.Error(), "16 bytes") {
+		t.Fatalf("16-byte key: %v", err)
+	}
+	if strings.Contains(err.Error(), "testMchAPIv3Key0") {
+		t.Fatal("error text contains the key")
+	}
+
+	// The consumer needs no verification key.
+	env = map[string]string{"WECHATPAY_MCHID": p.MchID, "WECHATPAY_APIV3_KEY_FILE": f.APIv3KeyFile}
+	if _, err := config.LoadConsumer(nil, envOf(env), io.Discard); err != nil {
+		t.Fatalf("consumer without verification keys: %v", err)
+	}
+}
+
+// Every problem is reported at once, each naming its variable or field.
+func TestEveryProblemNamed(t *testing.T) {
+	p, f := setup(t)
+	cases := []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"no account", map[string]string{}, []string{"WECHATPAY_MCHID", "WECHATPAY_ACCOUNTS_FILE"}},
+		{"several problems", map[string]string{
+			"WECHATPAY_MCHID": "19000x", "STREAM_REPLICAS": "zero", "PUBLISH_TIMEOUT": "5s", "LOG_FORMAT": "xml",
+			"WECHATPAY_PUBLIC_KEY_ID": "PUB_KEY_ID_1",
+		}, []string{"WECHATPAY_MCHID", "STREAM_REPLICAS (--stream-replicas)", "PUBLISH_TIMEOUT", "LOG_FORMAT", "WECHATPAY_PUBLIC_KEY_FILE"}},
+		{"public key file unreadable", map[string]string{
+			"WECHATPAY_MCHID": "1900000100", "WECHATPAY_PUBLIC_KEY_ID": "PUB_KEY_ID_1", "WECHATPAY_PUBLIC_KEY_FILE": "/nonexistent.pem",
+		}, []string{"WECHATPAY_PUBLIC_KEY_FILE", "no such file"}},
+		{"certificate is not a certificate", map[string]string{
+			"WECHATPAY_MCHID": "1900000100", "WECHATPAY_PLATFORM_CERT_FILES": f.PublicKeyFile,
+		}, []string{"WECHATPAY_PLATFORM_CERT_FILES", "not a PEM certificate"}},
+		{"public key is a certificate", map[string]string{
+			"WECHATPAY_MCHID": "1900000100", "WECHATPAY_PUBLIC_KEY_ID": p.PublicKeyID, "WECHATPAY_PUBLIC_KEY_FILE": f.CertFile,
+		}, []string{"WECHATPAY_PUBLIC_KEY_FILE"}},
+		{"no verification key", map[string]string{"WECHATPAY_MCHID": "1900000100"}, []string{"WECHATPAY_PUBLIC_KEY_FILE", "no key to verify"}},
+		{"both ways", map[string]string{"WECHATPAY_MCHID": "1900000100", "WECHATPAY_ACCOUNTS_FILE": "/x.yaml"}, []string{"both set"}},
+		{"download without serial", map[string]string{
+			"WECHATPAY_MCHID": "1900000100", "WECHATPAY_PRIVATE_KEY_FILE": f.PrivateKeyFile,
+		}, []string{"WECHATPAY_CERT_SERIAL", "WECHATPAY_APIV3_KEY_FILE"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := config.LoadReceiver(nil, envOf(c.env), io.Discard)
+			if !errors.Is(err, config.ErrInvalid) {
+				t.Fatalf("err = %v, want ErrInvalid", err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not mention %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestAccountsFile(t *testing.T) {
+	p, f := setup(t)
+	other, err := wechatsim.NewPlatform("1900000200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := t.TempDir()
+	of, err := other.WriteFiles(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(body string) string {
+		path := filepath.Join(d, "accounts.yaml")
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+
+	good := write(fmt.Sprintf(`accounts:
+  - mchid: "%s"
+    public_key_id: %s
+    public_key_file: %s
+    platform_cert_files: [%s]
+    apiv3_key_file: %s
+  - mchid: "%s"
+    platform_cert_files: [%s]
+    apiv3_key_file: %s
+`, p.MchID, p.PublicKeyID, f.PublicKeyFile, f.CertFile, f.APIv3KeyFile, other.MchID, of.CertFile, of.APIv3KeyFile))
+	c, err := config.LoadConsumer(nil, envOf(map[string]string{"WECHATPAY_ACCOUNTS_FILE": good}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Accounts) != 2 || c.Accounts[1].MchID != other.MchID || c.Accounts[1].Origin != good+": accounts[1]" {
+		t.Fatalf("accounts: %v (origin %q)", c.Accounts, c.Accounts[1].Origin)
+	}
+
+	bad := write(fmt.Sprintf(`accounts:
+  - mchid: "%s"
+    public_key_file: %s
+  - mchid: "%s"
+    platform_cert_files: [%s]
+`, p.MchID, f.PublicKeyFile, p.MchID, f.CertFile))
+	_, err = config.LoadReceiver(nil, envOf(map[string]string{"WECHATPAY_ACCOUNTS_FILE": bad}), io.Discard)
+	for _, w := range []string{"accounts[0].public_key_id", "accounts[1].mchid", "appears twice"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not mention %q: %v", w, err)
+		}
+	}
+
+	typo := write("accounts:\n  - mchid: \"1900000100\"\n    public_key_fil: /x\n")
+	_, err = config.LoadReceiver(nil, envOf(map[string]string{"WECHATPAY_ACCOUNTS_FILE": typo}), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "public_key_fil") {
+		t.Fatalf("a misspelt field must be an error: %v", err)
+	}
+}
