@@ -17,6 +17,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim/samples"
+	"github.com/wxpay-events/wxpay-events/schemas"
 )
 
 var _ consumer.Deduper = (*dedupe.Redis)(nil)
@@ -45,6 +46,10 @@ var want = map[string]struct{ typ, subjectField string }{
 func TestEveryEventTypeBecomesOneCloudEvent(t *testing.T) {
 	p := pipelinetest.Start(t, nil)
 	p.StartConsumer(pipelinetest.ConsumerOptions{})
+	set, err := schemas.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	all := samples.All()
 	if len(all) != len(want) {
@@ -93,6 +98,9 @@ func TestEveryEventTypeBecomesOneCloudEvent(t *testing.T) {
 			}
 			if _, err := time.Parse(time.RFC3339, ev.Time); err != nil {
 				t.Errorf("time %q is not RFC 3339", ev.Time)
+			}
+			if err := set.ValidateCloudEvent(ev.Raw); err != nil {
+				t.Errorf("published event does not match its schema: %v", err)
 			}
 			// data carries the decrypted resource with WeChat's field names.
 			var plain map[string]any

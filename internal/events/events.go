@@ -1,0 +1,215 @@
+// Package events turns the decrypted resource of a WeChat Pay notification
+// into a typed domain event (payment.succeeded, refund.closed, …) with a
+// stable dedupe key, and renders it as a CloudEvents 1.0 JSON document. The
+// mapping from WeChat event_type to domain event lives in one table
+// (table.go). The package does no I/O and imports neither NATS nor Redis.
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+var (
+	// ErrUnsupportedEventType means the notification's event_type has no row
+	// in the mapping table. It is permanent until the type is supported.
+	ErrUnsupportedEventType = errors.New("events: unsupported event type")
+	// ErrMalformed means the plaintext (or the notification's mchid, id or
+	// create_time) cannot make an event: invalid JSON, a field of the wrong
+	// JSON type, a non-integer amount, an unparseable time, or a missing
+	// dedupe-key field. The wrapped message names the field, never its value.
+	ErrMalformed = errors.New("events: malformed notification")
+)
+
+// Notification is what Build needs from the notification envelope.
+type Notification struct {
+	ID         string // envelope id, unique per notification (not per business fact)
+	EventType  string // envelope event_type, e.g. "TRANSACTION.SUCCESS"
+	CreateTime string // envelope create_time, any format ParseTime accepts
+	// MchID is the merchant the notification was addressed to (the one in
+	// the notify URL), not a field of the plaintext. It scopes the event's
+	// source, NATS subject, dedupe key and id.
+	MchID string
+}
+
+// Event is one business fact, ready to publish.
+type Event struct {
+	// ID is the RFC 9562 UUIDv5 of DedupeKey (which begins with MchID and
+	// Type) in a namespace fixed for this project, so the same fact received
+	// under two notification ids gets the same ID. It is the CloudEvents id
+	// and the JetStream Nats-Msg-Id.
+	ID string
+	// Type is the domain type, e.g. "payment.succeeded".
+	Type  string
+	MchID string
+	// DedupeKey is "<mchid>:<type>:<part>[:<part>…]" with the parts of the
+	// contract's dedupe key (e.g. "1900000100:refund.closed:5020…:CLOSED").
+	// Parts keep ASCII letters, digits, '.', '_' and '-' and escape every
+	// other byte as %XX, so the key is one printable token, safe as a Redis
+	// key suffix.
+	DedupeKey string
+	// Subject is the business id: transaction_id (global payments: id),
+	// refund_id, record_id or parking_id.
+	Subject string
+	// Time is the business time (success_time, punish_time or
+	// state_update_time), else the notification's create_time.
+	Time time.Time
+	// Schema is the file name under schemas/ that describes Data, e.g.
+	// "payment.succeeded.json".
+	Schema          string
+	NotificationID  string
+	WechatEventType string
+	// Data is the decrypted resource as a JSON object with WeChat Pay's field
+	// names: unknown fields kept, time fields normalised to RFC 3339.
+	Data json.RawMessage
+}
+
+// Mapping is one row of the mapping table, as seen from outside.
+type Mapping struct {
+	EventType string // WeChat Pay event_type, e.g. "REFUND.CLOSED"
+	Type      string // domain type, e.g. "refund.closed"
+	Schema    string // schema file name under schemas/, e.g. "refund.closed.json"
+}
+
+// Mappings returns the mapping table in its fixed order.
+func Mappings() []Mapping {
+	out := make([]Mapping, len(table))
+	for i, r := range table {
+		out[i] = Mapping{EventType: r.eventType, Type: r.typ, Schema: r.schema}
+	}
+	return out
+}
+
+// Supported reports whether Build maps the WeChat Pay event_type eventType.
+func Supported(eventType string) bool {
+	_, ok := lookup(eventType)
+	return ok
+}
+
+// Build maps a notification and its decrypted resource to an Event. It fails
+// with ErrUnsupportedEventType for an event_type without a mapping and with
+// ErrMalformed otherwise; both are permanent.
+func Build(n Notification, plaintext []byte) (Event, error) {
+	r, ok := lookup(n.EventType)
+	if !ok {
+		return Event{}, fmt.Errorf("%w: %.40q", ErrUnsupportedEventType, n.EventType)
+	}
+	if !validMchID(n.MchID) {
+		return Event{}, fmt.Errorf("%w: notification mchid: want 1 to 32 ASCII letters, digits, '_' or '-'", ErrMalformed)
+	}
+	if n.ID == "" {
+		return Event{}, fmt.Errorf("%w: notification id: required", ErrMalformed)
+	}
+	tree, err := decodeObject(plaintext)
+	if err != nil {
+		return Event{}, err
+	}
+	data, f, err := r.decode(tree)
+	if err != nil {
+		return Event{}, err
+	}
+	when := f.time
+	if when.IsZero() {
+		if when, err = ParseTime(n.CreateTime); err != nil {
+			return Event{}, fmt.Errorf("%w: notification create_time: unrecognised time format", ErrMalformed)
+		}
+	}
+	key := dedupeKey(n.MchID, r.typ, f.key)
+	return Event{
+		ID:              eventID(key),
+		Type:            r.typ,
+		MchID:           n.MchID,
+		DedupeKey:       key,
+		Subject:         f.subject,
+		Time:            when.Time(),
+		Schema:          r.schema,
+		NotificationID:  n.ID,
+		WechatEventType: n.EventType,
+		Data:            data,
+	}, nil
+}
+
+// validMchID keeps the merchant id usable as one NATS subject token and in
+// keys.
+func validMchID(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !keyByte(c) || c == '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// NATSSubject returns the WECHATPAY_EVENTS subject of e:
+// "wechatpay.events.<type>.<mchid>".
+func (e Event) NATSSubject() string {
+	return "wechatpay.events." + e.Type + "." + e.MchID
+}
+
+// CloudEventType returns the CloudEvents type of a domain type:
+// "com.wechatpay.<type>".
+func CloudEventType(typ string) string { return "com.wechatpay." + typ }
+
+// cloudEvent is the CloudEvents 1.0 structured JSON form of an Event, in
+// attribute order.
+type cloudEvent struct {
+	SpecVersion     string          `json:"specversion"`
+	ID              string          `json:"id"`
+	Source          string          `json:"source"`
+	Type            string          `json:"type"`
+	Subject         string          `json:"subject"`
+	Time            string          `json:"time"`
+	DataContentType string          `json:"datacontenttype"`
+	DataSchema      string          `json:"dataschema"`
+	NotificationID  string          `json:"wechatpaynotificationid"`
+	EventType       string          `json:"wechatpayeventtype"`
+	Data            json.RawMessage `json:"data"`
+}
+
+// CloudEvent renders e as a CloudEvents 1.0 structured-mode JSON document:
+// specversion "1.0", id, source "/wechatpay/<mchid>", type
+// "com.wechatpay.<type>", subject, time (RFC 3339), datacontenttype
+// "application/json", dataschema (the schema file name), the extensions
+// wechatpaynotificationid and wechatpayeventtype, and data.
+func (e Event) CloudEvent() ([]byte, error) {
+	return marshalData(cloudEvent{
+		SpecVersion:     "1.0",
+		ID:              e.ID,
+		Source:          "/wechatpay/" + e.MchID,
+		Type:            CloudEventType(e.Type),
+		Subject:         e.Subject,
+		Time:            formatTime(e.Time),
+		DataContentType: "application/json",
+		DataSchema:      e.Schema,
+		NotificationID:  e.NotificationID,
+		EventType:       e.WechatEventType,
+		Data:            e.Data,
+	})
+}
+
+// formatTime is RFC 3339 with as many fractional digits as needed, but
+// whole milliseconds as three digits, the way WeChat Pay writes them.
+func formatTime(t time.Time) string {
+	if ns := t.Nanosecond(); ns != 0 && ns%int(time.Millisecond) == 0 {
+		return t.Format("2006-01-02T15:04:05.000Z07:00")
+	}
+	return t.Format(time.RFC3339Nano)
+}
+
+// marshalData encodes v as compact JSON without HTML escaping, so Chinese
+// text and '&' in WeChat fields stay readable.
+func marshalData(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, fmt.Errorf("events: encode: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
