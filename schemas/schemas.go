@@ -143,7 +143,7 @@ func validate(sch *jsonschema.Schema, name string, v any) error {
 	}
 	var ve *jsonschema.ValidationError
 	if !errors.As(err, &ve) {
-		return fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, name, err)
 	}
 	return fmt.Errorf("%w: %s: %s", ErrInvalid, name, describe(ve))
 }

@@ -228,12 +228,8 @@ func retryDelay(err error, delivered uint64) time.Duration {
 		return 2 * time.Second
 	}
 	steps := []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute}
-	i := int(delivered) - 1
-	if i >= len(steps) {
-		i = len(steps) - 1
+	if delivered == 0 {
+		return steps[0]
 	}
-	if i < 0 {
-		i = 0
-	}
-	return steps[i]
+	return steps[min(delivered-1, uint64(len(steps)-1))]
 }

@@ -81,7 +81,7 @@ func (c *Cipher) Open(algorithm, nonce, associatedData, ciphertextB64 string) ([
 	}
 	sealed, err := base64.StdEncoding.DecodeString(ciphertextB64)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadBase64, err)
+		return nil, fmt.Errorf("%w: %w", ErrBadBase64, err)
 	}
 	if len(sealed) < TagSize {
 		return nil, fmt.Errorf("%w: %d bytes decoded, need at least %d", ErrBadBase64, len(sealed), TagSize)

@@ -72,12 +72,12 @@ func Parse(body []byte) (Envelope, error) {
 // ("TRANSACTION.SUCCESS" → "transaction.success").
 func (e Envelope) SubjectToken() string { return strings.ToLower(e.EventType) }
 
-func checkToken(field, v string, max int) error {
+func checkToken(field, v string, limit int) error {
 	if v == "" {
 		return fmt.Errorf("%w: %s is missing", ErrMalformed, field)
 	}
-	if len(v) > max {
-		return fmt.Errorf("%w: %s is longer than %d bytes", ErrMalformed, field, max)
+	if len(v) > limit {
+		return fmt.Errorf("%w: %s is longer than %d bytes", ErrMalformed, field, limit)
 	}
 	for _, r := range v {
 		if !isTokenChar(r) {

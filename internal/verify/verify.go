@@ -133,13 +133,12 @@ func WithMaxSkew(d time.Duration) Option {
 
 // Verifier verifies the notifications of one merchant account. It is safe for concurrent use.
 type Verifier struct {
-	pubID    string
-	pub      *verifiers.SHA256WithRSAPubkeyVerifier
-	certs    core.CertificateGetter
-	certVer  *verifiers.SHA256WithRSAVerifier
-	now      func() time.Time
-	maxSkew  time.Duration
-	describe string
+	pubID   string
+	pub     *verifiers.SHA256WithRSAPubkeyVerifier
+	certs   core.CertificateGetter
+	certVer *verifiers.SHA256WithRSAVerifier
+	now     func() time.Time
+	maxSkew time.Duration
 }
 
 // New builds a Verifier for ks. It fails with ErrNoKeys when ks holds no key at all: a verifier that
@@ -272,9 +271,9 @@ func LoadPublicKeyPEM(pem []byte) (*rsa.PublicKey, error) {
 
 // clip keeps hostile header values from blowing up error texts and logs.
 func clip(s string) string {
-	const max = 48
-	if len(s) > max {
-		return s[:max] + "…"
+	const limit = 48
+	if len(s) > limit {
+		return s[:limit] + "…"
 	}
 	return s
 }
