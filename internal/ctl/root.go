@@ -43,6 +43,8 @@ type Env struct {
 	Getenv func(string) string
 	Stdout io.Writer
 	Stderr io.Writer
+	// Stdin answers prompts (dlq purge's confirmation); os.Stdin when nil.
+	Stdin io.Reader
 	// IsTerminal says whether Stdout is a terminal (progress bars, colours).
 	IsTerminal bool
 }
@@ -61,6 +63,9 @@ func Main(ctx context.Context, args []string, env Env) int {
 	root.SetArgs(args)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
+	if env.Stdin != nil {
+		root.SetIn(env.Stdin)
+	}
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
