@@ -126,6 +126,12 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
+	if !g.natsURLSet && !portFree(ctx, host, port) {
+		// The default port belongs to a NATS server that is already running (a system service, say): a new
+		// user's first command must still work, so take a free port and say which in the banner.
+		d.log.Warn().Int("port", port).Msg("NATS port in use; the embedded server takes a free port (see NATS_URL below)")
+		port = server.RANDOM_PORT
+	}
 	if d.ns, err = startNATS(ctx, filepath.Join(dir, "jetstream"), host, port); err != nil {
 		return err
 	}
@@ -259,6 +265,16 @@ func natsListenAddr(raw string) (string, int, error) {
 		port = server.RANDOM_PORT
 	}
 	return host, port, nil
+}
+
+// portFree reports whether host:port can be listened on right now.
+func portFree(ctx context.Context, host string, port int) bool {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	_ = ln.Close()
+	return true
 }
 
 // startNATS runs the embedded JetStream server with its store in storeDir.

@@ -51,10 +51,12 @@ type Env struct {
 
 // globals are the flags every subcommand shares.
 type globals struct {
-	env       Env
-	natsURL   string
-	natsCreds string
-	output    string
+	env     Env
+	natsURL string
+	// natsURLSet: --nats-url or NATS_URL was given, rather than the default.
+	natsURLSet bool
+	natsCreds  string
+	output     string
 }
 
 // Main runs wxpayctl with args (without the program name) and returns the process exit code.
@@ -103,6 +105,7 @@ Exit codes: 0 success, 1 the answer is no (e.g. verification failed), 2 usage er
 	root.PersistentFlags().StringVar(&g.natsCreds, "nats-creds", env.Getenv("NATS_CREDS"), "NATS credentials file [NATS_CREDS]")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		g.natsURLSet = cmd.Flags().Changed("nats-url") || env.Getenv("NATS_URL") != ""
 		if g.output != "table" && g.output != "json" {
 			return fmt.Errorf("--output %q: use table or json", g.output)
 		}
