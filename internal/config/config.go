@@ -22,8 +22,10 @@ type Common struct {
 	NATSCreds      string
 	AdminAddr      string
 	StreamReplicas int
-	LogLevel       string
-	LogFormat      string
+	// InboundMaxBytes caps WECHATPAY_INBOUND (0: no byte limit); when it is full the receiver answers 503.
+	InboundMaxBytes int64
+	LogLevel        string
+	LogFormat       string
 }
 
 // Receiver is the receiver's configuration.
@@ -137,6 +139,14 @@ func (s *source) common(c *Common, adminDefault string) {
 	s.str(&c.NATSCreds, "NATS_CREDS", "", "NATS credentials file")
 	s.str(&c.AdminAddr, "ADMIN_ADDR", adminDefault, "listen address of /metrics, /healthz, /readyz")
 	s.integer(&c.StreamReplicas, "STREAM_REPLICAS", 1, 1, "JetStream replicas of the streams")
+	s.parsed("INBOUND_MAX_BYTES", "0", "byte limit of the inbound stream (0: none); when full, the receiver answers 503", func(v string) error {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%q is not a byte count (0 for no limit)", v)
+		}
+		c.InboundMaxBytes = n
+		return nil
+	})
 	s.oneOf(&c.LogLevel, "LOG_LEVEL", "info", "trace", "debug", "info", "warn", "error")
 	s.oneOf(&c.LogFormat, "LOG_FORMAT", "json", "json", "console")
 	s.post = append(s.post, func() {

@@ -99,7 +99,7 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 	}
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if err := topology.Ensure(sctx, c.js, topology.Options{Replicas: cfg.StreamReplicas}); err != nil {
+	if err := topology.Ensure(sctx, c.js, topology.Options{Replicas: cfg.StreamReplicas, InboundMaxBytes: cfg.InboundMaxBytes}); err != nil {
 		c.close()
 		return nil, err
 	}

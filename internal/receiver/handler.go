@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"github.com/wxpay-events/wxpay-events/internal/envelope"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/verify"
 )
@@ -94,6 +93,9 @@ func NewHandler(o HandlerOptions) *Handler {
 	h.mux.HandleFunc("POST /notify", func(w http.ResponseWriter, r *http.Request) {
 		h.serve(w, r, h.single)
 	})
+	// Any other POST (e.g. "/notify/" with an empty merchant id) is answered with WeChat's error body too,
+	// not the mux's plain-text 404.
+	h.mux.HandleFunc("POST /", func(w http.ResponseWriter, r *http.Request) { h.serve(w, r, "") })
 	return h
 }
 
@@ -173,7 +175,7 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, mchid string) (
 		return http.StatusUnauthorized, reason, handled{err: err}
 	}
 
-	env, err := envelope.Parse(body)
+	env, err := parseEnvelope(body)
 	if err != nil {
 		return http.StatusBadRequest, reasonMalformed, handled{err: err}
 	}

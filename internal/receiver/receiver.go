@@ -77,7 +77,7 @@ func New(ctx context.Context, cfg config.Receiver, log zerolog.Logger, deps Deps
 	}
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if err := topology.Ensure(sctx, r.js, topology.Options{Replicas: cfg.StreamReplicas}); err != nil {
+	if err := topology.Ensure(sctx, r.js, topology.Options{Replicas: cfg.StreamReplicas, InboundMaxBytes: cfg.InboundMaxBytes}); err != nil {
 		r.close()
 		return nil, err
 	}

@@ -36,7 +36,7 @@ func ParseHeaderLines(data []byte) (http.Header, error) {
 		h.Add(name, strings.TrimSpace(value))
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrHeaderLines, err)
+		return nil, fmt.Errorf("%w: %w", ErrHeaderLines, err)
 	}
 	return h, nil
 }
@@ -46,5 +46,7 @@ func isStartLine(line string) bool {
 		return true
 	}
 	f := strings.Fields(line)
-	return len(f) == 3 && strings.HasPrefix(f[2], "HTTP/")
+	// A method never has a colon; without this check a header such as "User-Agent: curl HTTP/1.1" would
+	// be taken for a request line and silently dropped.
+	return len(f) == 3 && strings.HasPrefix(f[2], "HTTP/") && !strings.Contains(f[0], ":")
 }

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package pipelinetest
+
+import "os/exec"
+
+func setDeathSignal(*exec.Cmd) {}
