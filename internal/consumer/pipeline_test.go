@@ -352,3 +352,26 @@ func TestMaxDeliveriesEndInDLQ(t *testing.T) {
 		t.Fatalf("Dlq-Error does not say why: %q", m.Header.Get(consumer.HeaderDLQError))
 	}
 }
+
+// A retryable failure comes back after the consumer's own short delay, not after an ack timeout: with
+// production settings (AckWait 30 s) a notification stored during a brief Redis outage is published
+// seconds after Redis returns.
+func TestRetryDelayIsTheConsumersNotAckWait(t *testing.T) {
+	p := pipelinetest.Start(t, nil)
+	p.StartConsumer(pipelinetest.ConsumerOptions{})
+	p.Redis.Stop()
+	n := p.Build("REFUND.SUCCESS", samples.All()["REFUND.SUCCESS"], wechatsim.Options{})
+	if code := p.Post(n); code != http.StatusNoContent {
+		t.Fatalf("post: %d", code)
+	}
+	// Wait for two failed deliveries, so the next one is on the 2-5 s delays of the retry ladder.
+	p.WaitFor(20*time.Second, "two failed deliveries", func() bool {
+		return strings.Count(p.Logs.String(), `"outcome":"retried"`) >= 2
+	})
+	p.Redis.Restart()
+	start := time.Now()
+	p.WaitFor(25*time.Second, "the event after Redis returned", func() bool { return p.Count(topology.EventsStream) == 1 })
+	if d := time.Since(start); d > 15*time.Second {
+		t.Fatalf("published %s after Redis returned; the retry ladder's delays are at most 10 s here", d)
+	}
+}

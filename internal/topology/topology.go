@@ -128,8 +128,10 @@ type ConsumerOptions struct {
 // DefaultMaxDeliver bounds redeliveries; a message that reaches it is dead-lettered by the consumer.
 const DefaultMaxDeliver = 20
 
-// ConsumerConfig is the durable pull consumer on the inbound stream. BackOff paces redeliveries after ack
-// timeouts (a crashed or stuck worker); retryable failures are paced by the consumer's NakWithDelay.
+// ConsumerConfig is the durable pull consumer on the inbound stream. Retryable failures are paced by the
+// consumer's NakWithDelay; a crashed or stuck worker's messages come back after AckWait. There is no
+// BackOff list on purpose: nats-server counts a delayed NAK against BackOff too, so a 2 s retry turned
+// into BackOff[n]-AckWait+2 s (32 s with 30 s/60 s) and outage retries into minutes.
 func ConsumerConfig(o ConsumerOptions) jetstream.ConsumerConfig {
 	if o.MaxDeliver == 0 {
 		o.MaxDeliver = DefaultMaxDeliver
@@ -140,10 +142,6 @@ func ConsumerConfig(o ConsumerOptions) jetstream.ConsumerConfig {
 	if o.AckWait == 0 {
 		o.AckWait = 30 * time.Second
 	}
-	backoff := []time.Duration{o.AckWait, 2 * o.AckWait, 4 * o.AckWait, 8 * o.AckWait}
-	if len(backoff) > o.MaxDeliver {
-		backoff = backoff[:o.MaxDeliver]
-	}
 	return jetstream.ConsumerConfig{
 		Durable:       ConsumerName,
 		Description:   "wxpay-events consumer: decrypt, dedupe, publish domain events",
@@ -151,7 +149,6 @@ func ConsumerConfig(o ConsumerOptions) jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       o.AckWait,
-		BackOff:       backoff,
 		MaxDeliver:    o.MaxDeliver,
 		MaxAckPending: o.MaxAckPending,
 		Replicas:      max(o.Replicas, 0),
