@@ -34,6 +34,7 @@ func streamsCommand(g *globals) *cobra.Command {
 		Short: "Create, update and inspect the JetStream streams and the consumer",
 	}
 	var replicas int
+	var maxBytes int64
 	apply := &cobra.Command{
 		Use:   "apply",
 		Short: "Create or update the three streams and the durable consumer (idempotent)",
@@ -46,7 +47,7 @@ func streamsCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer nc.Close()
-			if err := topology.Ensure(cmd.Context(), js, topology.Options{Replicas: replicas}); err != nil {
+			if err := topology.Ensure(cmd.Context(), js, topology.Options{Replicas: replicas, InboundMaxBytes: maxBytes}); err != nil {
 				return runtime(err)
 			}
 			if _, err := topology.EnsureConsumer(cmd.Context(), js, topology.ConsumerOptions{Replicas: replicas}); err != nil {
@@ -60,6 +61,11 @@ func streamsCommand(g *globals) *cobra.Command {
 		def = v
 	}
 	apply.Flags().IntVar(&replicas, "replicas", def, "replicas of each stream [STREAM_REPLICAS]")
+	// The same cap the receiver and consumer apply, so that apply never lifts it by accident.
+	if v, err := strconv.ParseInt(g.env.Getenv("INBOUND_MAX_BYTES"), 10, 64); err == nil && v > 0 {
+		maxBytes = v
+	}
+	apply.Flags().Int64Var(&maxBytes, "inbound-max-bytes", maxBytes, "byte limit of WECHATPAY_INBOUND, 0 for none [INBOUND_MAX_BYTES]")
 	info := &cobra.Command{
 		Use:     "info",
 		Short:   "Show the streams' state and the consumer's lag",
