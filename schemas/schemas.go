@@ -184,9 +184,9 @@ func describe(ve *jsonschema.ValidationError) string {
 		problems = append(problems, jsonPointer(e.InstanceLocation)+": "+what)
 	}
 	walk(ve)
-	const max = 6
-	if len(problems) > max {
-		problems = append(problems[:max], fmt.Sprintf("and %d more", len(problems)-max))
+	const shown = 6
+	if len(problems) > shown {
+		problems = append(problems[:shown], fmt.Sprintf("and %d more", len(problems)-shown))
 	}
 	return strings.Join(problems, "; ")
 }

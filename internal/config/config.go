@@ -94,14 +94,14 @@ func (s *source) parsed(env, def, usage string, parse func(string) error) {
 	})
 }
 
-func (s *source) integer(p *int, env string, def, min int, usage string) {
+func (s *source) integer(p *int, env string, def, least int, usage string) {
 	s.parsed(env, strconv.Itoa(def), usage, func(v string) error {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil {
 			return fmt.Errorf("%q is not a whole number", v)
 		}
-		if n < min {
-			return fmt.Errorf("%d is below the minimum %d", n, min)
+		if n < least {
+			return fmt.Errorf("%d is below the minimum %d", n, least)
 		}
 		*p = n
 		return nil

@@ -122,7 +122,8 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 		MaxDeliver:  info.Config.MaxDeliver,
 		CallTimeout: 3 * time.Second,
 	}
-	if c.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+	var lc net.ListenConfig
+	if c.adminLn, err = lc.Listen(ctx, "tcp", cfg.AdminAddr); err != nil {
 		c.close()
 		return nil, fmt.Errorf("ADMIN_ADDR %s: %w", cfg.AdminAddr, err)
 	}

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -68,7 +69,7 @@ func (p *Processor) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jet
 	dm := dlqMessage(msg.Subject(), msg.Data(), msg.Headers(), meta.Sequence.Stream, meta.NumDelivered, mchid, reason, cause, time.Now())
 	if err := p.publishDLQ(ctx, dm, meta.Sequence.Stream); err != nil {
 		if nerr := msg.NakWithDelay(5 * time.Second); nerr != nil {
-			return fmt.Errorf("%w (and NAK: %v)", err, nerr)
+			return errors.Join(err, fmt.Errorf("and NAK: %w", nerr))
 		}
 		return err
 	}
