@@ -3,6 +3,7 @@ package ctl_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/wxpay-events/wxpay-events/internal/testenv/pipelinetest"
 	"net"
 	"regexp"
 	"strings"
@@ -20,7 +21,7 @@ var domainTypes = []string{
 
 // devRun is a running `wxpayctl dev`.
 type devRun struct {
-	stdout, stderr *syncBuffer
+	stdout, stderr *pipelinetest.SyncBuffer
 	cancel         context.CancelFunc
 	done           chan struct{} // closed when dev has returned code
 	code           int
@@ -30,7 +31,7 @@ type devRun struct {
 func startDev(t *testing.T, dir string, env map[string]string, extra ...string) *devRun {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &devRun{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan struct{})}
+	d := &devRun{stdout: &pipelinetest.SyncBuffer{}, stderr: &pipelinetest.SyncBuffer{}, cancel: cancel, done: make(chan struct{})}
 	args := append([]string{"dev", "--dir", dir, "--nats-url", "nats://127.0.0.1:0",
 		"--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--consumer-admin-addr", "127.0.0.1:0"}, extra...)
 	go func() {

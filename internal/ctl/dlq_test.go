@@ -1,7 +1,6 @@
 package ctl_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -10,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,24 +22,6 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim/samples"
 )
-
-// syncBuffer is an output that commands running in goroutines may write while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // invocation is one wxpayctl run.
 type invocation struct {
@@ -59,7 +39,7 @@ type result struct {
 // run runs wxpayctl in-process with its own environment and output, as cmd/wxpayctl would.
 func (inv invocation) run(ctx context.Context, t *testing.T, args ...string) result {
 	t.Helper()
-	var stdout, stderr syncBuffer
+	var stdout, stderr pipelinetest.SyncBuffer
 	env := ctl.Env{
 		Getenv:     func(k string) string { return inv.env[k] },
 		Stdout:     &stdout,

@@ -162,7 +162,7 @@ func TestSimulateRetriesUntilTheReceiverAnswers(t *testing.T) {
 	p := pipelinetest.Start(t, nil)
 	dir := savedPlatform(t, p)
 	p.NATS.Stop() // the receiver answers 503 while it cannot store
-	var stdout, stderr syncBuffer
+	var stdout, stderr pipelinetest.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

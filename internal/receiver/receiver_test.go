@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/wxpay-events/wxpay-events/internal/testenv/pipelinetest"
 	"io"
 	"net/http"
 	"os"
@@ -50,27 +51,10 @@ type harness struct {
 	base   string
 	admin  string
 	p      *wechatsim.Platform
-	logs   *syncBuffer
+	logs   *pipelinetest.SyncBuffer
 	stop   context.CancelFunc
 	done   chan error
 	client *http.Client
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs a real receiver against an embedded JetStream server, configured from the environment the
@@ -95,7 +79,7 @@ func start(t *testing.T, extraEnv map[string]string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &pipelinetest.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	r, err := receiver.New(ctx, cfg, zerolog.New(logs), receiver.Deps{})
 	if err != nil {
