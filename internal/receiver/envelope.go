@@ -85,11 +85,19 @@ func plainToken(v []byte, limit int) bool {
 		return false
 	}
 	for _, c := range v {
-		if !(c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+		if !tokenByte(c) {
 			return false
 		}
 	}
 	return true
+}
+
+func tokenByte(c byte) bool {
+	return c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+func hexByte(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }
 
 func containsDoubleDot(v []byte) bool {
@@ -223,7 +231,7 @@ func (s *scanner) escape() bool {
 			return false
 		}
 		for _, c := range s.b[s.i+2 : s.i+6] {
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			if !hexByte(c) {
 				return false
 			}
 		}
