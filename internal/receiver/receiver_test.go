@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,24 +24,10 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 )
 
-const mchid = "1900000100"
+const mchid = pipelinetest.MchID
 
-var (
-	platformOnce sync.Once
-	platform     *wechatsim.Platform
-)
-
-func testPlatform(t *testing.T) *wechatsim.Platform {
-	t.Helper()
-	platformOnce.Do(func() {
-		p, err := wechatsim.NewPlatform(mchid)
-		if err != nil {
-			panic(err)
-		}
-		platform = p
-	})
-	return platform
-}
+// testPlatform is the simulated WeChat Pay platform of the merchant, shared by the test binary.
+func testPlatform(*testing.T) *wechatsim.Platform { return pipelinetest.SharedPlatform() }
 
 type harness struct {
 	t      *testing.T
