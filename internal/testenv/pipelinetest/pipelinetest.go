@@ -186,12 +186,10 @@ func (p *Pipeline) Build(eventType string, plaintext []byte, o wechatsim.Options
 // JetStream is a client for inspecting the streams.
 func (p *Pipeline) JetStream() jetstream.JetStream { return p.js }
 
-// Messages returns every message currently in stream, in order.
-func (p *Pipeline) Messages(stream string) []*jetstream.RawStreamMsg {
+// stream looks a stream and its current state up, failing the test if it cannot.
+func (p *Pipeline) stream(ctx context.Context, name string) (jetstream.Stream, *jetstream.StreamInfo) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := p.js.Stream(ctx, stream)
+	s, err := p.js.Stream(ctx, name)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -199,6 +197,15 @@ func (p *Pipeline) Messages(stream string) []*jetstream.RawStreamMsg {
 	if err != nil {
 		p.t.Fatal(err)
 	}
+	return s, info
+}
+
+// Messages returns every message currently in stream, in order.
+func (p *Pipeline) Messages(stream string) []*jetstream.RawStreamMsg {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, info := p.stream(ctx, stream)
 	var out []*jetstream.RawStreamMsg
 	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
 		m, err := s.GetMsg(ctx, seq)
@@ -215,14 +222,7 @@ func (p *Pipeline) Count(stream string) uint64 {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := p.js.Stream(ctx, stream)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		p.t.Fatal(err)
-	}
+	_, info := p.stream(ctx, stream)
 	return info.State.Msgs
 }
 
