@@ -328,7 +328,7 @@ func (t *tracker) expect(notes []note) {
 	}
 }
 
-var notificationIDField = []byte(`"wechatpaynotificationid":"`)
+var notificationIDField = []byte(`"wxnotificationid":"`)
 
 func (t *tracker) onEvent(m jetstream.Msg) {
 	now := time.Now().UnixNano()
@@ -343,7 +343,7 @@ func (t *tracker) onEvent(m jetstream.Msg) {
 	if id == "" {
 		// Fall back to a full decode should the encoder ever add spaces.
 		var ce struct {
-			ID string `json:"wechatpaynotificationid"`
+			ID string `json:"wxnotificationid"`
 		}
 		_ = json.Unmarshal(data, &ce)
 		id = ce.ID

@@ -16,6 +16,8 @@ import (
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+
+	"github.com/wxpay-events/wxpay-events/internal/events"
 )
 
 //go:embed *.json *.yaml
@@ -29,9 +31,9 @@ const (
 	EnvelopeSchema = "cloudevent.json"
 	// defsSchema holds shared definitions only; it validates no document.
 	defsSchema = "defs.json"
-	// baseURL names the embedded files inside the compiler. The .invalid TLD
-	// (RFC 2606) makes plain that nothing is ever fetched.
-	baseURL = "https://schemas.wxpay-events.invalid/"
+	// baseURL names the embedded files inside the compiler: the absolute URI
+	// an event's dataschema names. Nothing is ever fetched from it.
+	baseURL = events.DataSchemaBase
 )
 
 var (
@@ -118,7 +120,8 @@ func (s *Set) ValidateData(schemaName string, data []byte) error {
 }
 
 // ValidateCloudEvent validates a CloudEvents JSON document against
-// cloudevent.json, then its data against the schema its dataschema names.
+// cloudevent.json, then its data against the schema its dataschema (an
+// absolute URI, events.DataSchemaBase + file name) names.
 func (s *Set) ValidateCloudEvent(doc []byte) error {
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
 	if err != nil {
@@ -128,10 +131,11 @@ func (s *Set) ValidateCloudEvent(doc []byte) error {
 		return err
 	}
 	obj := v.(map[string]any) // the envelope schema requires an object
-	name, _ := obj["dataschema"].(string)
+	uri, _ := obj["dataschema"].(string)
+	name, inSet := strings.CutPrefix(uri, baseURL)
 	sch, ok := s.data[name]
-	if !ok {
-		return fmt.Errorf("%w: dataschema %.64q", ErrUnknownSchema, name)
+	if !inSet || !ok {
+		return fmt.Errorf("%w: dataschema %.128q", ErrUnknownSchema, uri)
 	}
 	return validate(sch, name, obj["data"])
 }

@@ -26,7 +26,18 @@ func load(t *testing.T) *schemas.Set {
 	return s
 }
 
+// build returns the one event of a single-fact sample.
 func build(t *testing.T, name string) events.Event {
+	t.Helper()
+	evs := buildAll(t, name)
+	if len(evs) != 1 {
+		t.Fatalf("sample %s gives %d events, want 1", name, len(evs))
+	}
+	return evs[0]
+}
+
+// buildAll returns the events of a sample: one per business fact.
+func buildAll(t *testing.T, name string) []events.Event {
 	t.Helper()
 	b, ok := samples.All()[name]
 	if !ok {
@@ -61,16 +72,17 @@ func TestSamplesValidate(t *testing.T) {
 	s := load(t)
 	for _, name := range slices.Sorted(maps.Keys(samples.All())) {
 		t.Run(name, func(t *testing.T) {
-			e := build(t, name)
-			if err := s.ValidateData(e.Schema, e.Data); err != nil {
-				t.Errorf("ValidateData: %v", err)
-			}
-			ce, err := e.CloudEvent()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.ValidateCloudEvent(ce); err != nil {
-				t.Errorf("ValidateCloudEvent: %v\n%s", err, ce)
+			for _, e := range buildAll(t, name) {
+				if err := s.ValidateData(e.Schema, e.Data); err != nil {
+					t.Errorf("ValidateData: %v", err)
+				}
+				ce, err := e.CloudEvent()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := s.ValidateCloudEvent(ce); err != nil {
+					t.Errorf("ValidateCloudEvent: %v\n%s", err, ce)
+				}
 			}
 		})
 	}
@@ -121,10 +133,12 @@ func TestDataSchemasRejects(t *testing.T) {
 		{"TRANSACTION.SUCCESS.global", "id", ""},
 		{"TRANSACTION.SUCCESS.global", "amount.exchange_rate.rate", `"8000000"`},
 		{"TRANSACTION.SUCCESS.partner", "transaction_id", `""`},
-		{"TRANSACTION.FAIL", "transaction_id", ""},
+		{"TRANSACTION.SUCCESS.parking", "out_trade_no", ""},
+		{"TRANSACTION.SUCCESS.parking", "parking_info.start_time", `"2017-08-26 10:43:39"`},
+		{"TRANSACTION.FAIL", "out_trade_no", ""},
 		{"TRANSACTION.FAIL", "trade_state", ""},
 		{"TRANSACTION.FAIL", "amount.payer_total", `"518799"`},
-		{"TRANSACTION.PAY_BACK", "transaction_id", ""},
+		{"TRANSACTION.PAY_BACK", "out_trade_no", `""`},
 		{"TRANSACTION.PAY_BACK", "amount.total", `"528800"`},
 		{"TRANSACTION.PAY_BACK", "parking_info.charging_duration", `"3600"`},
 		{"REFUND.SUCCESS", "refund_id", ""},
@@ -211,11 +225,13 @@ func TestCloudEventRejects(t *testing.T) {
 		{"id not a UUID", "id", `"1900000100:refund.succeeded:5020"`},
 		{"wrong specversion", "specversion", `"0.3"`},
 		{"time not RFC 3339", "time", `"20180608103456"`},
-		{"type and dataschema disagree", "dataschema", `"refund.closed.json"`},
-		{"type and event type disagree", "wechatpayeventtype", `"REFUND.CLOSED"`},
+		{"type and dataschema disagree", "dataschema", `"https://github.com/wxpay-events/wxpay-events/blob/main/schemas/refund.closed.json"`},
+		{"type and event type disagree", "wxeventtype", `"REFUND.CLOSED"`},
 		{"unknown type", "type", `"com.wechatpay.refund.reversed"`},
 		{"source not /wechatpay/<mchid>", "source", `"/wechatpay/1900000100/x"`},
-		{"missing notification id", "wechatpaynotificationid", ""},
+		{"missing notification id", "wxnotificationid", ""},
+		{"dataschema not absolute", "dataschema", `"refund.succeeded.json"`},
+		{"sub-merchant not a merchant id", "wxsubmchid", `"1.2"`},
 		{"data without refund_id", "data.refund_id", ""},
 		{"data amount as string", "data.amount.refund", `"999"`},
 		{"data not an object", "data", `"x"`},
@@ -274,7 +290,7 @@ func TestAsyncAPI(t *testing.T) {
 	}
 	wantAddress := map[string]string{
 		"WECHATPAY_INBOUND": "wechatpay.inbound.{mchid}.{eventType}",
-		"WECHATPAY_EVENTS":  "wechatpay.events.{type}.{mchid}",
+		"WECHATPAY_EVENTS":  "wechatpay.events.{type}.{mchid}.{sub}",
 		"WECHATPAY_DLQ":     "wechatpay.dlq.{reason}.{mchid}",
 	}
 	if got := slices.Sorted(maps.Keys(doc.Channels)); !slices.Equal(got, slices.Sorted(maps.Keys(wantAddress))) {

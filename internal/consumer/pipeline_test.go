@@ -25,25 +25,31 @@ var _ consumer.Deduper = (*dedupe.Redis)(nil)
 const mchid = pipelinetest.MchID
 
 // want is what the contract says each sample must become, written out here rather than read from the
-// code's own table.
-var want = map[string]struct{ typ, subjectField string }{
-	"TRANSACTION.SUCCESS":                {"payment.succeeded", "transaction_id"},
-	"TRANSACTION.SUCCESS.partner":        {"payment.succeeded", "transaction_id"},
-	"TRANSACTION.SUCCESS.global":         {"payment.succeeded", "id"},
-	"TRANSACTION.SUCCESS.global-partner": {"payment.succeeded", "id"},
-	"TRANSACTION.FAIL":                   {"payment.failed", "transaction_id"},
-	"TRANSACTION.PAY_BACK":               {"payment.repaid", "transaction_id"},
-	"REFUND.SUCCESS":                     {"refund.succeeded", "refund_id"},
-	"REFUND.SUCCESS.global":              {"refund.succeeded", "refund_id"},
-	"REFUND.ABNORMAL":                    {"refund.abnormal", "refund_id"},
-	"REFUND.CLOSED":                      {"refund.closed", "refund_id"},
-	"VIOLATION.PUNISH":                   {"violation.punished", "record_id"},
-	"VIOLATION.INTERCEPT":                {"violation.intercepted", "record_id"},
-	"VIOLATION.APPEAL":                   {"violation.appealed", "record_id"},
-	"VEHICLE.ENTRANCE_STATE_CHANGE":      {"parking.state_changed", "parking_id"},
+// code's own table: the domain type, the field the CloudEvent subject comes from, the sub-merchant (the
+// <sub> subject token, "_" for none) and how many events (one per business fact).
+var want = map[string]struct {
+	typ, subjectField, sub string
+	events                 int
+}{
+	"TRANSACTION.SUCCESS":                {"payment.succeeded", "transaction_id", "_", 1},
+	"TRANSACTION.SUCCESS.partner":        {"payment.succeeded", "transaction_id", "1900000109", 1},
+	"TRANSACTION.SUCCESS.global":         {"payment.succeeded", "id", "_", 1},
+	"TRANSACTION.SUCCESS.global-partner": {"payment.succeeded", "id", "20000100", 1},
+	"TRANSACTION.SUCCESS.parking":        {"payment.succeeded", "out_trade_no", "10000109", 1},
+	"TRANSACTION.SUCCESS.combine":        {"payment.succeeded", "transaction_id", "_", 2},
+	"TRANSACTION.FAIL":                   {"payment.failed", "out_trade_no", "10000109", 1},
+	"TRANSACTION.PAY_BACK":               {"payment.repaid", "out_trade_no", "10000109", 1},
+	"REFUND.SUCCESS":                     {"refund.succeeded", "refund_id", "_", 1},
+	"REFUND.SUCCESS.global":              {"refund.succeeded", "refund_id", "_", 1},
+	"REFUND.ABNORMAL":                    {"refund.abnormal", "refund_id", "_", 1},
+	"REFUND.CLOSED":                      {"refund.closed", "refund_id", "_", 1},
+	"VIOLATION.PUNISH":                   {"violation.punished", "record_id", "1900009231", 1},
+	"VIOLATION.INTERCEPT":                {"violation.intercepted", "record_id", "1900009231", 1},
+	"VIOLATION.APPEAL":                   {"violation.appealed", "record_id", "1900009231", 1},
+	"VEHICLE.ENTRANCE_STATE_CHANGE":      {"parking.state_changed", "parking_id", "_", 1},
 }
 
-func TestEveryEventTypeBecomesOneCloudEvent(t *testing.T) {
+func TestEveryEventTypeBecomesOneCloudEventPerFact(t *testing.T) {
 	p := pipelinetest.Start(t, nil)
 	p.StartConsumer(pipelinetest.ConsumerOptions{})
 	set, err := schemas.Load()
@@ -56,38 +62,47 @@ func TestEveryEventTypeBecomesOneCloudEvent(t *testing.T) {
 		t.Fatalf("%d samples, %d expectations: keep them in step", len(all), len(want))
 	}
 	sent := map[string]string{} // notification id → sample name
+	facts := 0
 	for name, plain := range all {
 		n := p.Build(samples.EventType(name), plain, wechatsim.Options{})
 		if code := p.Post(n); code != http.StatusNoContent {
 			t.Fatalf("%s: receiver answered %d", name, code)
 		}
 		sent[n.ID] = name
+		facts += want[name].events
 	}
-	p.WaitFor(20*time.Second, "one event per sample", func() bool { return p.Count(topology.EventsStream) >= uint64(len(all)) })
+	p.WaitFor(20*time.Second, "one event per fact", func() bool { return p.Count(topology.EventsStream) >= uint64(facts) })
 	p.WaitFor(10*time.Second, "consumer settled", p.Settled)
 
 	evs := p.Events()
-	if len(evs) != len(all) {
-		t.Fatalf("%d events for %d notifications", len(evs), len(all))
+	if len(evs) != facts {
+		t.Fatalf("%d events for %d facts in %d notifications", len(evs), facts, len(all))
 	}
+	perNotification := map[string]int{}
 	for _, ev := range evs {
 		name, ok := sent[ev.WechatpayNotificationID]
 		if !ok {
 			t.Fatalf("event for unknown notification %q", ev.WechatpayNotificationID)
 		}
+		perNotification[name]++
 		w := want[name]
 		t.Run(name, func(t *testing.T) {
 			var data map[string]any
 			if err := json.Unmarshal(ev.Data, &data); err != nil {
 				t.Fatal(err)
 			}
+			wantSubMchID := w.sub
+			if wantSubMchID == "_" {
+				wantSubMchID = ""
+			}
 			checks := []struct{ what, got, want string }{
 				{"specversion", ev.SpecVersion, "1.0"},
 				{"type", ev.Type, "com.wechatpay." + w.typ},
 				{"source", ev.Source, "/wechatpay/" + mchid},
-				{"NATS subject", ev.NATSSubject, "wechatpay.events." + w.typ + "." + mchid},
+				{"NATS subject", ev.NATSSubject, "wechatpay.events." + w.typ + "." + mchid + "." + w.sub},
+				{"wxsubmchid", ev.SubMchID, wantSubMchID},
 				{"Nats-Msg-Id", ev.MsgID, ev.ID},
-				{"wechatpayeventtype", ev.WechatpayEventType, samples.EventType(name)},
+				{"wxeventtype", ev.WechatpayEventType, samples.EventType(name)},
 				{"datacontenttype", ev.DataContentType, "application/json"},
 				{"subject", ev.Subject, fmt.Sprint(data[w.subjectField])},
 			}
@@ -102,15 +117,21 @@ func TestEveryEventTypeBecomesOneCloudEvent(t *testing.T) {
 			if err := set.ValidateCloudEvent(ev.Raw); err != nil {
 				t.Errorf("published event does not match its schema: %v", err)
 			}
-			// data carries the decrypted resource with WeChat's field names.
+			// data carries the decrypted resource with WeChat's field names (a combined payment's
+			// sub-order, with the combined order's fields).
 			var plain map[string]any
 			_ = json.Unmarshal(all[name], &plain)
 			for k := range plain {
-				if _, ok := data[k]; !ok {
+				if _, ok := data[k]; !ok && k != "sub_orders" {
 					t.Errorf("data lost field %q", k)
 				}
 			}
 		})
+	}
+	for name, w := range want {
+		if perNotification[name] != w.events {
+			t.Errorf("%s: %d events, want %d", name, perNotification[name], w.events)
+		}
 	}
 	if n := p.Count(topology.DLQStream); n != 0 {
 		t.Fatalf("DLQ holds %d messages", n)

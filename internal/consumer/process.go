@@ -1,6 +1,7 @@
 // Package consumer turns stored notifications into domain events: for each inbound message it parses the
-// envelope, decrypts the resource, maps it to a typed event, claims the business fact in the dedupe store,
-// publishes one CloudEvent and only then acknowledges. What cannot be processed is dead-lettered with its
+// envelope, decrypts the resource, maps it to typed events (one per business fact: a combined payment holds
+// several), and for each claims the fact in the dedupe store, publishes one CloudEvent and commits; only then
+// it acknowledges. What cannot be processed is dead-lettered with its
 // reason; what may succeed later is retried with a delay.
 package consumer
 
@@ -66,8 +67,25 @@ type Processor struct {
 type result struct {
 	env     envelope.Envelope
 	mchid   string
-	event   events.Event
-	outcome string // published or duplicate, when err is nil
+	events  []events.Event // one per business fact (several for a combined payment)
+	outcome string         // published (at least one event new) or duplicate, when err is nil
+}
+
+// typ is the domain type of the message's events, "" before mapping.
+func (r result) typ() string {
+	if len(r.events) == 0 {
+		return ""
+	}
+	return r.events[0].Type
+}
+
+// ids lists the event ids, for the log line.
+func (r result) ids() []string {
+	out := make([]string, len(r.events))
+	for i, e := range r.events {
+		out[i] = e.ID
+	}
+	return out
 }
 
 // Handle processes msg and settles it: ack, delayed NAK, or dead-letter and terminate.
@@ -96,7 +114,7 @@ func (p *Processor) Handle(ctx context.Context, msg jetstream.Msg) {
 		outcome = outcomeDeadLettered
 		settleErr = p.deadLetter(ctx, msg, meta, res.mchid, d.reason, err)
 	}
-	p.Metrics.observe(res.event.Type, outcome, time.Since(start))
+	p.Metrics.observe(res.typ(), outcome, time.Since(start))
 
 	lvl := zerolog.InfoLevel
 	switch {
@@ -109,8 +127,8 @@ func (p *Processor) Handle(ctx context.Context, msg jetstream.Msg) {
 		Str("mchid", res.mchid).
 		Str("notification_id", res.env.ID).
 		Str("event_type", res.env.EventType).
-		Str("type", res.event.Type).
-		Str("event_id", res.event.ID).
+		Str("type", res.typ()).
+		Strs("event_ids", res.ids()).
 		Uint64("stream_seq", meta.Sequence.Stream).
 		Uint64("deliveries", meta.NumDelivered).
 		Str("outcome", outcome).
@@ -154,24 +172,42 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) (result, err
 	if err != nil {
 		return res, fmt.Errorf("decrypt notification %s: %w", env.ID, err)
 	}
-	ev, err := events.Build(events.Notification{ID: env.ID, EventType: env.EventType, CreateTime: env.CreateTime, MchID: mchid}, plaintext)
+	evs, err := events.Build(events.Notification{ID: env.ID, EventType: env.EventType, CreateTime: env.CreateTime, MchID: mchid}, plaintext)
 	if err != nil {
 		return res, fmt.Errorf("map notification %s: %w", env.ID, err)
 	}
-	res.event = ev
+	res.events = evs
 
+	// Each fact is claimed, published and committed on its own. A failure part way through a combined
+	// payment leaves the facts already done committed: the redelivery finds them done and goes on with
+	// the rest, so every sub-order is published exactly once.
+	res.outcome = outcomeDuplicate
+	for _, ev := range evs {
+		published, err := p.publishOnce(ctx, ev)
+		if err != nil {
+			return res, err
+		}
+		if published {
+			res.outcome = outcomePublished
+		}
+	}
+	return res, nil
+}
+
+// publishOnce claims ev's business fact, publishes it and commits the claim. It reports false for a fact
+// that was already published.
+func (p *Processor) publishOnce(ctx context.Context, ev events.Event) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, p.CallTimeout)
 	claim, err := p.Dedupe.Claim(cctx, ev.DedupeKey)
 	cancel()
 	if err != nil {
-		return res, fmt.Errorf("claim %s: %w", ev.DedupeKey, err)
+		return false, fmt.Errorf("claim %s: %w", ev.DedupeKey, err)
 	}
 	switch claim.State {
 	case dedupe.Done:
-		res.outcome = outcomeDuplicate
-		return res, nil
+		return false, nil
 	case dedupe.Busy:
-		return res, ErrBusy
+		return false, ErrBusy
 	}
 
 	if err := p.publish(ctx, ev); err != nil {
@@ -181,7 +217,7 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) (result, err
 			err = errors.Join(err, fmt.Errorf("release claim: %w", rerr))
 		}
 		cancel()
-		return res, err
+		return false, err
 	}
 	cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
 	committed, err := p.Dedupe.Commit(cctx, claim)
@@ -189,13 +225,12 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) (result, err
 	if err != nil {
 		// The event is out; if the commit is lost, the redelivery publishes the same event id again and
 		// JetStream's duplicate window on WECHATPAY_EVENTS drops it.
-		return res, fmt.Errorf("commit %s after publishing: %w", ev.DedupeKey, err)
+		return true, fmt.Errorf("commit %s after publishing: %w", ev.DedupeKey, err)
 	}
 	if committed.LeaseLost() {
 		p.Metrics.leaseLost.WithLabelValues(committed.String()).Inc()
 	}
-	res.outcome = outcomePublished
-	return res, nil
+	return true, nil
 }
 
 // publish sends the CloudEvent and waits for JetStream's acknowledgement.
@@ -206,7 +241,7 @@ func (p *Processor) publish(ctx context.Context, ev events.Event) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, p.CallTimeout)
 	defer cancel()
-	m := &nats.Msg{Subject: ev.NATSSubject(), Data: doc, Header: nats.Header{}}
+	m := &nats.Msg{Subject: topology.EventSubject(ev.Type, ev.MchID, ev.SubMchID), Data: doc, Header: nats.Header{}}
 	m.Header.Set("Content-Type", "application/cloudevents+json")
 	if _, err := p.JS.PublishMsg(pctx, m, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(topology.EventsStream)); err != nil {
 		return fmt.Errorf("%w %s to %s: %w", errPublish, ev.ID, m.Subject, err)

@@ -32,12 +32,12 @@ func outln(w io.Writer, a ...any) { _, _ = fmt.Fprintln(w, a...) }
 func tailCommand(g *globals) *cobra.Command {
 	var fromStart bool
 	var count int
-	var mchid string
+	var mchid, sub string
 	cmd := &cobra.Command{
 		Use:   "tail [TYPE...]",
 		Short: "Follow domain events as they are published",
-		Long: `Follow the CloudEvents on WECHATPAY_EVENTS live, one line per event (time, type, merchant,
-subject, id), or with -o json each CloudEvent exactly as published, one per line.
+		Long: `Follow the CloudEvents on WECHATPAY_EVENTS live, one line per event (time, type, merchant and
+sub-merchant, subject, id), or with -o json each CloudEvent exactly as published, one per line.
 
 TYPE is a domain type (payment.succeeded), a family (refund.* or refund), a WeChat event type
 (REFUND.SUCCESS) or a CloudEvents type (com.wechatpay.refund.succeeded); without TYPE every event is
@@ -48,13 +48,16 @@ shown. Only new events are shown unless --from-start. Ctrl-C stops; --count N st
   # refunds of one merchant, the stored ones first
   wxpayctl tail 'refund.*' --mchid 1900000100 --from-start
 
+  # everything of one sub-merchant of a service provider (--sub-mchid _ : direct-merchant events only)
+  wxpayctl tail --mchid 1900000100 --sub-mchid 1900000109
+
   # the next successful payment as JSON, for a script
   wxpayctl tail payment.succeeded --count 1 -o json | jq .data.amount`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if count < 0 {
 				return usageError("--count %d: must not be negative", count)
 			}
-			subjects, err := eventSubjects(args, mchid)
+			subjects, err := eventSubjects(args, mchid, sub)
 			if err != nil {
 				return err
 			}
@@ -76,22 +79,21 @@ shown. Only new events are shown unless --from-start. Ctrl-C stops; --count N st
 	}
 	cmd.Flags().BoolVar(&fromStart, "from-start", false, "show the stored events first, then follow")
 	cmd.Flags().IntVar(&count, "count", 0, "exit after this many events (0: follow until interrupted)")
-	cmd.Flags().StringVar(&mchid, "mchid", "", "only this merchant's events")
+	cmd.Flags().StringVar(&mchid, "mchid", "", "only this merchant's (or service provider's) events")
+	cmd.Flags().StringVar(&sub, "sub-mchid", "", "only this sub-merchant's events (_ for direct merchants' only)")
 	return cmd
 }
 
 // eventSubjects turns tail's TYPE arguments into WECHATPAY_EVENTS filter subjects. Each must match at least
 // one known domain type, so that a typo is an error instead of a silent wait.
-func eventSubjects(args []string, mchid string) ([]string, error) {
-	m := "*"
-	if mchid != "" {
-		if strings.ContainsAny(mchid, ".*> ") {
-			return nil, usageError("--mchid %q: not a merchant id", mchid)
+func eventSubjects(args []string, mchid, sub string) ([]string, error) {
+	for _, f := range []struct{ flag, value string }{{"--mchid", mchid}, {"--sub-mchid", sub}} {
+		if f.value != "" && !subjectToken(f.value) || f.value == "*" {
+			return nil, usageError("%s %q: not a merchant id", f.flag, f.value)
 		}
-		m = mchid
 	}
 	if len(args) == 0 {
-		return []string{topology.EventsPrefix + "*.*." + m}, nil
+		return []string{topology.EventFilter("", mchid, sub)}, nil
 	}
 	var known []string
 	for _, mp := range events.Mappings() {
@@ -114,7 +116,7 @@ func eventSubjects(args []string, mchid string) ([]string, error) {
 		if !matched {
 			return nil, usageError("unknown event type %q; known: %s (or a family such as refund.*)", a, strings.Join(known, ", "))
 		}
-		out = append(out, topology.EventsPrefix+family+"."+kind+"."+m)
+		out = append(out, topology.EventFilter(family+"."+kind, mchid, sub))
 	}
 	// The server refuses overlapping filter subjects: keep only those no other one covers.
 	var kept []string
@@ -246,6 +248,10 @@ func (p *eventPrinter) print(subject string, data []byte) {
 		outf(p.out, "%-29s  (not a CloudEvent: %d bytes on %s)\n", "-", len(data), subject)
 		return
 	}
-	outf(p.out, "%-29s  %-21s  %-10s  %-30s  %s\n", ce.Time, strings.TrimPrefix(ce.Type, "com.wechatpay."),
-		strings.TrimPrefix(ce.Source, "/wechatpay/"), ce.Subject, ce.ID)
+	merchant := strings.TrimPrefix(ce.Source, "/wechatpay/")
+	if parts, ok := topology.ParseEventSubject(subject); ok && parts.Sub != "" {
+		merchant += "/" + parts.Sub
+	}
+	outf(p.out, "%-29s  %-21s  %-21s  %-30s  %s\n", ce.Time, strings.TrimPrefix(ce.Type, "com.wechatpay."),
+		merchant, ce.Subject, ce.ID)
 }

@@ -62,6 +62,31 @@ func TestTail(t *testing.T) {
 		mustCode(t, ctlRun(t, url, "tail", "pay*"), 2, "tail of a partial wildcard")
 	})
 
+	t.Run("per sub-merchant", func(t *testing.T) {
+		partner := wechatsim.Fresh(samples.All()["TRANSACTION.SUCCESS.partner"], pipelinetest.MchID, time.Now())
+		if code := p.Post(p.Build("TRANSACTION.SUCCESS", partner, wechatsim.Options{})); code != http.StatusNoContent { // sub-merchant 1900000109
+			t.Fatalf("receiver answered %d", code)
+		}
+		p.WaitFor(20*time.Second, "the partner event", func() bool { return p.Count(topology.EventsStream) == 3 })
+		r := ctlRun(t, url, "tail", "--mchid", pipelinetest.MchID, "--sub-mchid", "1900000109", "--from-start", "--count", "1", "-o", "json")
+		mustCode(t, r, 0, "tail --sub-mchid")
+		var ce pipelinetest.CloudEvent
+		if err := json.Unmarshal([]byte(r.stdout), &ce); err != nil || ce.SubMchID != "1900000109" {
+			t.Fatalf("tail --sub-mchid 1900000109 printed (%v):\n%s", err, r.stdout)
+		}
+		r = ctlRun(t, url, "tail", "payment.succeeded", "--sub-mchid", "_", "--from-start", "--count", "1")
+		mustCode(t, r, 0, "tail --sub-mchid _")
+		if strings.Contains(r.stdout, "/1900000109") {
+			t.Fatalf("--sub-mchid _ showed a sub-merchant's event:\n%s", r.stdout)
+		}
+		r = ctlRun(t, url, "tail", "--sub-mchid", "1900000109", "--from-start", "--count", "1")
+		mustCode(t, r, 0, "tail --sub-mchid, table")
+		if !strings.Contains(r.stdout, pipelinetest.MchID+"/1900000109") {
+			t.Fatalf("the line does not name the sub-merchant:\n%s", r.stdout)
+		}
+		mustCode(t, ctlRun(t, url, "tail", "--sub-mchid", "19.00"), 2, "tail --sub-mchid with a dot")
+	})
+
 	t.Run("new events only by default", func(t *testing.T) {
 		done := make(chan result, 1)
 		startWatched(t, p, topology.EventsStream, func() {

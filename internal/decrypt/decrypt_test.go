@@ -3,9 +3,12 @@ package decrypt_test
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -16,17 +19,20 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/decrypt"
 )
 
-// vector is one row of testdata/aes-gcm.json.
+// vector is one row of testdata/aes-gcm.json. A row either gives the exact
+// Plaintext or, when the plaintext is a PEM platform certificate (as in a
+// GET /v3/certificates response), only the CertificateSerial it must carry.
 type vector struct {
-	Source         string `json:"source"`
-	Key            string `json:"key"`
-	Nonce          string `json:"nonce"`
-	AssociatedData string `json:"associated_data"`
-	Ciphertext     string `json:"ciphertext"`
-	Plaintext      string `json:"plaintext"`
+	Source            string `json:"source"`
+	Key               string `json:"key"`
+	Nonce             string `json:"nonce"`
+	AssociatedData    string `json:"associated_data"`
+	Ciphertext        string `json:"ciphertext"`
+	Plaintext         string `json:"plaintext"`
+	CertificateSerial string `json:"certificate_serial"`
 }
 
-func loadVectors(t testing.TB) (key32, key16 vector) {
+func readVectors(t testing.TB) []vector {
 	t.Helper()
 	raw, err := os.ReadFile("testdata/aes-gcm.json")
 	if err != nil {
@@ -38,7 +44,18 @@ func loadVectors(t testing.TB) (key32, key16 vector) {
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range doc.Vectors {
+	return doc.Vectors
+}
+
+// loadVectors returns the plaintext rows with a 32-byte and a 16-byte key.
+// Certificate rows are left to TestVectorCertificateDecrypts.
+func loadVectors(t testing.TB) (key32, key16 vector) {
+	t.Helper()
+	vectors := readVectors(t)
+	for _, v := range vectors {
+		if v.CertificateSerial != "" {
+			continue
+		}
 		switch len(v.Key) {
 		case 32:
 			key32 = v
@@ -47,7 +64,7 @@ func loadVectors(t testing.TB) (key32, key16 vector) {
 		}
 	}
 	if key32.Key == "" || key16.Key == "" {
-		t.Fatalf("testdata/aes-gcm.json: want one 32-byte and one 16-byte key row, got %d rows", len(doc.Vectors))
+		t.Fatalf("testdata/aes-gcm.json: want one 32-byte and one 16-byte key row, got %d rows", len(vectors))
 	}
 	return key32, key16
 }
@@ -69,6 +86,42 @@ func TestVector32ByteKeyDecrypts(t *testing.T) {
 	}
 	if string(got) != v.Plaintext {
 		t.Fatalf("Open = %q, want %q", got, v.Plaintext)
+	}
+}
+
+// TestVectorCertificateDecrypts opens the encrypted platform certificates of
+// the certificate rows and checks the serial WeChat Pay would put in
+// Wechatpay-Serial, formatted as wechatpay-go's GetCertificateSerialNumber does.
+func TestVectorCertificateDecrypts(t *testing.T) {
+	var n int
+	for _, v := range readVectors(t) {
+		if v.CertificateSerial == "" {
+			continue
+		}
+		n++
+		t.Run(v.CertificateSerial, func(t *testing.T) {
+			got, err := mustNew(t, v.Key).Open(decrypt.Algorithm, v.Nonce, v.AssociatedData, v.Ciphertext)
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			block, rest := pem.Decode(got)
+			if block == nil || block.Type != "CERTIFICATE" {
+				t.Fatalf("plaintext is not a PEM CERTIFICATE block: %.40q", got)
+			}
+			if len(strings.TrimSpace(string(rest))) != 0 {
+				t.Fatalf("%d bytes after the PEM block", len(rest))
+			}
+			cert, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				t.Fatalf("x509.ParseCertificate: %v", err)
+			}
+			if serial := fmt.Sprintf("%X", cert.SerialNumber.Bytes()); serial != v.CertificateSerial {
+				t.Fatalf("certificate serial = %s, want %s", serial, v.CertificateSerial)
+			}
+		})
+	}
+	if n == 0 {
+		t.Fatal("testdata/aes-gcm.json has no certificate_serial row")
 	}
 }
 

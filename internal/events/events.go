@@ -45,6 +45,10 @@ type Event struct {
 	// Type is the domain type, e.g. "payment.succeeded".
 	Type  string
 	MchID string
+	// SubMchID is the sub-merchant (sub_mchid) of a service-provider
+	// notification, "" for a direct merchant. It is the wxsubmchid extension
+	// and the <sub> token of the events subject.
+	SubMchID string
 	// DedupeKey is "<mchid>:<type>:<part>[:<part>…]" with the parts of the
 	// contract's dedupe key (e.g. "1900000100:refund.closed:5020…:CLOSED").
 	// Parts keep ASCII letters, digits, '.', '_' and '-' and escape every
@@ -58,7 +62,8 @@ type Event struct {
 	// state_update_time), else the notification's create_time.
 	Time time.Time
 	// Schema is the file name under schemas/ that describes Data, e.g.
-	// "payment.succeeded.json".
+	// "payment.succeeded.json"; the CloudEvent's dataschema is
+	// DataSchemaBase + Schema.
 	Schema          string
 	NotificationID  string
 	WechatEventType string
@@ -89,50 +94,61 @@ func Supported(eventType string) bool {
 	return ok
 }
 
-// Build maps a notification and its decrypted resource to an Event. It fails
-// with ErrUnsupportedEventType for an event_type without a mapping and with
-// ErrMalformed otherwise; both are permanent.
-func Build(n Notification, plaintext []byte) (Event, error) {
+// Build maps a notification and its decrypted resource to its events: one per
+// business fact, so one for every notification except a combined payment
+// (合单), which gives one payment.succeeded per sub-order. It fails with
+// ErrUnsupportedEventType for an event_type without a mapping and with
+// ErrMalformed otherwise; both are permanent, and a failure yields no event at
+// all.
+func Build(n Notification, plaintext []byte) ([]Event, error) {
 	r, ok := lookup(n.EventType)
 	if !ok {
-		return Event{}, fmt.Errorf("%w: %.40q", ErrUnsupportedEventType, n.EventType)
+		return nil, fmt.Errorf("%w: %.40q", ErrUnsupportedEventType, n.EventType)
 	}
 	if !validMchID(n.MchID) {
-		return Event{}, fmt.Errorf("%w: notification mchid: want 1 to 32 ASCII letters, digits, '_' or '-'", ErrMalformed)
+		return nil, fmt.Errorf("%w: notification mchid: want 1 to 32 ASCII letters, digits, '_' or '-'", ErrMalformed)
 	}
 	if n.ID == "" {
-		return Event{}, fmt.Errorf("%w: notification id: required", ErrMalformed)
+		return nil, fmt.Errorf("%w: notification id: required", ErrMalformed)
 	}
 	tree, err := decodeObject(plaintext)
 	if err != nil {
-		return Event{}, err
+		return nil, err
 	}
-	data, f, err := r.decode(tree)
+	facts, err := r.decode(tree, n.MchID)
 	if err != nil {
-		return Event{}, err
+		return nil, err
 	}
-	when := f.time
-	if when.IsZero() {
-		if when, err = ParseTime(n.CreateTime); err != nil {
-			return Event{}, fmt.Errorf("%w: notification create_time: unrecognised time format", ErrMalformed)
+	out := make([]Event, 0, len(facts))
+	for _, f := range facts {
+		if f.sub != "" && !validMchID(f.sub) {
+			return nil, fieldError("sub_mchid", "want 1 to 32 ASCII letters, digits, '_' or '-'")
 		}
+		when := f.time
+		if when.IsZero() {
+			if when, err = ParseTime(n.CreateTime); err != nil {
+				return nil, fmt.Errorf("%w: notification create_time: unrecognised time format", ErrMalformed)
+			}
+		}
+		key := dedupeKey(n.MchID, r.typ, f.key)
+		out = append(out, Event{
+			ID:              eventID(key),
+			Type:            r.typ,
+			MchID:           n.MchID,
+			SubMchID:        f.sub,
+			DedupeKey:       key,
+			Subject:         f.subject,
+			Time:            when.Time(),
+			Schema:          r.schema,
+			NotificationID:  n.ID,
+			WechatEventType: n.EventType,
+			Data:            f.data,
+		})
 	}
-	key := dedupeKey(n.MchID, r.typ, f.key)
-	return Event{
-		ID:              eventID(key),
-		Type:            r.typ,
-		MchID:           n.MchID,
-		DedupeKey:       key,
-		Subject:         f.subject,
-		Time:            when.Time(),
-		Schema:          r.schema,
-		NotificationID:  n.ID,
-		WechatEventType: n.EventType,
-		Data:            data,
-	}, nil
+	return out, nil
 }
 
-// validMchID keeps the merchant id usable as one NATS subject token and in
+// validMchID keeps a merchant id usable as one NATS subject token and in
 // keys.
 func validMchID(s string) bool {
 	if len(s) == 0 || len(s) > 32 {
@@ -146,15 +162,27 @@ func validMchID(s string) bool {
 	return true
 }
 
-// NATSSubject returns the WECHATPAY_EVENTS subject of e:
-// "wechatpay.events.<type>.<mchid>".
-func (e Event) NATSSubject() string {
-	return "wechatpay.events." + e.Type + "." + e.MchID
-}
-
 // CloudEventType returns the CloudEvents type of a domain type:
 // "com.wechatpay.<type>".
 func CloudEventType(typ string) string { return "com.wechatpay." + typ }
+
+// DataSchemaBase prefixes a schema file name to make the absolute URI that
+// CloudEvents requires for dataschema: the file's place in this project's
+// repository. The schemas package compiles its files under the same URIs.
+const DataSchemaBase = "https://github.com/wxpay-events/wxpay-events/blob/main/schemas/"
+
+// CloudEvents extension attributes. CloudEvents 1.0 asks for names of at most
+// 20 lower-case ASCII letters and digits.
+const (
+	// ExtNotificationID carries the id of the WeChat Pay notification that
+	// carried the fact (the first one processed).
+	ExtNotificationID = "wxnotificationid"
+	// ExtEventType carries WeChat Pay's event_type.
+	ExtEventType = "wxeventtype"
+	// ExtSubMchID carries the sub-merchant of a service-provider
+	// notification; absent for a direct merchant.
+	ExtSubMchID = "wxsubmchid"
+)
 
 // cloudEvent is the CloudEvents 1.0 structured JSON form of an Event, in
 // attribute order.
@@ -167,16 +195,18 @@ type cloudEvent struct {
 	Time            string          `json:"time"`
 	DataContentType string          `json:"datacontenttype"`
 	DataSchema      string          `json:"dataschema"`
-	NotificationID  string          `json:"wechatpaynotificationid"`
-	EventType       string          `json:"wechatpayeventtype"`
+	NotificationID  string          `json:"wxnotificationid"`
+	EventType       string          `json:"wxeventtype"`
+	SubMchID        string          `json:"wxsubmchid,omitempty"`
 	Data            json.RawMessage `json:"data"`
 }
 
 // CloudEvent renders e as a CloudEvents 1.0 structured-mode JSON document:
 // specversion "1.0", id, source "/wechatpay/<mchid>", type
 // "com.wechatpay.<type>", subject, time (RFC 3339), datacontenttype
-// "application/json", dataschema (the schema file name), the extensions
-// wechatpaynotificationid and wechatpayeventtype, and data.
+// "application/json", dataschema (DataSchemaBase + the schema file name), the
+// extensions wxnotificationid, wxeventtype and (for a sub-merchant)
+// wxsubmchid, and data.
 func (e Event) CloudEvent() ([]byte, error) {
 	return marshalData(cloudEvent{
 		SpecVersion:     "1.0",
@@ -186,9 +216,10 @@ func (e Event) CloudEvent() ([]byte, error) {
 		Subject:         e.Subject,
 		Time:            formatTime(e.Time),
 		DataContentType: "application/json",
-		DataSchema:      e.Schema,
+		DataSchema:      DataSchemaBase + e.Schema,
 		NotificationID:  e.NotificationID,
 		EventType:       e.WechatEventType,
+		SubMchID:        e.SubMchID,
 		Data:            e.Data,
 	})
 }

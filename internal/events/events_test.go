@@ -35,13 +35,23 @@ func sample(t testing.TB, name string) []byte {
 	return b
 }
 
+// mustBuild returns the one event of a single-fact plaintext.
 func mustBuild(t testing.TB, n events.Notification, plaintext []byte) events.Event {
 	t.Helper()
-	e, err := events.Build(n, plaintext)
+	evs := mustBuildAll(t, n, plaintext)
+	if len(evs) != 1 {
+		t.Fatalf("Build(%s) gave %d events, want 1", n.EventType, len(evs))
+	}
+	return evs[0]
+}
+
+func mustBuildAll(t testing.TB, n events.Notification, plaintext []byte) []events.Event {
+	t.Helper()
+	evs, err := events.Build(n, plaintext)
 	if err != nil {
 		t.Fatalf("Build(%s): %v", n.EventType, err)
 	}
-	return e
+	return evs
 }
 
 func mustTime(t testing.TB, s string) time.Time {
@@ -82,10 +92,11 @@ func TestTable(t *testing.T) {
 	}{
 		{"TRANSACTION.SUCCESS", "payment.succeeded", "payment.succeeded.json",
 			"1900000100:payment.succeeded:1217752501201407033233368018", "1217752501201407033233368018", "2018-06-08T10:34:56+08:00"},
+		// Parking deductions: ordering merchant (the sub-merchant) + out_trade_no + trade_state; no transaction_id.
 		{"TRANSACTION.FAIL", "payment.failed", "payment.failed.json",
-			"1900000100:payment.failed:4200000000201708263212345678:FAIL", "4200000000201708263212345678", "2017-08-26T10:43:39+08:00"},
+			"1900000100:payment.failed:10000109:20150806125346:FAIL", "20150806125346", "2017-08-26T10:43:39+08:00"},
 		{"TRANSACTION.PAY_BACK", "payment.repaid", "payment.repaid.json",
-			"1900000100:payment.repaid:4200000000201708263212345679:PAY_BACK", "4200000000201708263212345679", "2017-08-26T10:43:39+08:00"},
+			"1900000100:payment.repaid:10000109:20150806125346:PAY_BACK", "20150806125346", "2017-08-26T10:43:39+08:00"},
 		{"REFUND.SUCCESS", "refund.succeeded", "refund.succeeded.json",
 			"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", "2018-06-08T10:34:56+08:00"},
 		// No success_time on an abnormal or closed refund: the notification's create_time.
@@ -121,9 +132,6 @@ func TestTable(t *testing.T) {
 			if e.MchID != mchID || e.NotificationID != n.ID || e.WechatEventType != tt.eventType {
 				t.Errorf("envelope fields: mchid %q notification %q event type %q", e.MchID, e.NotificationID, e.WechatEventType)
 			}
-			if got := e.NATSSubject(); got != "wechatpay.events."+tt.typ+"."+mchID {
-				t.Errorf("NATSSubject = %q", got)
-			}
 			if !isUUIDv5(e.ID) {
 				t.Errorf("ID %q is not a UUIDv5", e.ID)
 			}
@@ -158,21 +166,27 @@ func TestSamplesBuild(t *testing.T) {
 		"TRANSACTION.SUCCESS.global":         "1008450740201411110005820873", // id, there is no transaction_id
 		"TRANSACTION.SUCCESS.global-partner": "1008450740201411110005820874",
 		"REFUND.SUCCESS.global":              "50200207182018070300011301002",
+		"TRANSACTION.SUCCESS.parking":        "20150806125347", // out_trade_no, there is no transaction_id
 	}
 	all := samples.All()
-	if len(all) != 14 {
-		t.Errorf("%d samples, want 14", len(all))
+	if len(all) != 16 {
+		t.Errorf("%d samples, want 16", len(all))
 	}
-	// Each sample is a distinct business fact, so the simulator gets one event per sample.
+	// Each sample is a distinct business fact (a combined payment one per sub-order), so the simulator
+	// gets one event per fact.
 	keys := map[string]string{}
 	for name, b := range all {
-		e := mustBuild(t, notification(samples.EventType(name)), b)
-		if other, dup := keys[e.DedupeKey]; dup {
-			t.Errorf("samples %s and %s are the same fact (%s)", name, other, e.DedupeKey)
+		for _, e := range mustBuildAll(t, notification(samples.EventType(name)), b) {
+			if other, dup := keys[e.DedupeKey]; dup {
+				t.Errorf("samples %s and %s are the same fact (%s)", name, other, e.DedupeKey)
+			}
+			keys[e.DedupeKey] = name
 		}
-		keys[e.DedupeKey] = name
 	}
 	for _, name := range slices.Sorted(maps.Keys(all)) {
+		if name == "TRANSACTION.SUCCESS.combine" {
+			continue // TestCombinedPayment
+		}
 		t.Run(name, func(t *testing.T) {
 			eventType := samples.EventType(name)
 			e := mustBuild(t, notification(eventType), all[name])
@@ -454,10 +468,15 @@ func TestUnknownFieldsPreserved(t *testing.T) {
 func TestBuildIsIdempotent(t *testing.T) {
 	for name, plaintext := range samples.All() {
 		n := notification(samples.EventType(name))
-		a := mustBuild(t, n, setField(t, plaintext, "punish_time", `"20180225112233"`))
-		b := mustBuild(t, n, a.Data)
-		if !reflect.DeepEqual(a, b) {
-			t.Errorf("%s: rebuilt event differs:\n%+v\n%+v", name, a, b)
+		for _, a := range mustBuildAll(t, n, setField(t, plaintext, "punish_time", `"20180225112233"`)) {
+			data := []byte(a.Data)
+			if strings.Contains(name, "combine") {
+				data = []byte(`{"sub_orders":[` + string(a.Data) + `]}`) // a sub-order rebuilds as a combined payment of one
+			}
+			b := mustBuild(t, n, data)
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("%s: rebuilt event differs:\n%+v\n%+v", name, a, b)
+			}
 		}
 	}
 }
@@ -486,7 +505,14 @@ func TestMalformed(t *testing.T) {
 		{"bad success_time", "TRANSACTION.SUCCESS", pay(`,"transaction_id":"42","success_time":"` + secret + `"`), "success_time"},
 		{"success_time a number", "TRANSACTION.SUCCESS", pay(`,"transaction_id":"42","success_time":1519528953`), "success_time"},
 		{"key in another letter case", "TRANSACTION.SUCCESS", pay(`,"transaction_id":"42","Transaction_ID":"43"`), "transaction_id"},
-		{"failed payment without trade_state", "TRANSACTION.FAIL", []byte(`{"transaction_id":"42"}`), "trade_state"},
+		{"failed payment without trade_state", "TRANSACTION.FAIL", []byte(`{"out_trade_no":"42"}`), "trade_state"},
+		{"failed payment without out_trade_no", "TRANSACTION.FAIL", []byte(`{"transaction_id":"42","trade_state":"FAIL"}`), "out_trade_no"},
+		{"parking deduction without out_trade_no", "TRANSACTION.SUCCESS", []byte(`{"trade_scene":"PARKING","transaction_id":"42"}`), "out_trade_no"},
+		{"combined payment without sub_orders", "TRANSACTION.SUCCESS", []byte(`{"combine_out_trade_no":"C1"}`), "sub_orders"},
+		{"combined payment, sub_orders not an array", "TRANSACTION.SUCCESS", []byte(`{"combine_out_trade_no":"C1","sub_orders":{}}`), "sub_orders"},
+		{"combined payment, a sub-order not an object", "TRANSACTION.SUCCESS", []byte(`{"combine_out_trade_no":"C1","sub_orders":[{"transaction_id":"42"},"x"]}`), "sub_orders[1]"},
+		{"combined payment, a sub-order without transaction_id", "TRANSACTION.SUCCESS", []byte(`{"combine_out_trade_no":"C1","sub_orders":[{"transaction_id":"42"},{"out_trade_no":"o2"}]}`), "sub_orders[1]"},
+		{"sub_mchid not a subject token", "REFUND.SUCCESS", []byte(`{"refund_id":"5","refund_status":"SUCCESS","sub_mchid":"19.00"}`), "sub_mchid"},
 		{"refund without refund_status", "REFUND.SUCCESS", []byte(`{"refund_id":"5020"}`), "refund_status"},
 		{"refund without refund_id", "REFUND.CLOSED", []byte(`{"refund_status":"CLOSED"}`), "refund_id"},
 		{"violation without record_id", "VIOLATION.APPEAL", []byte(`{"sub_mchid":"1900009231"}`), "record_id"},
@@ -567,16 +593,16 @@ func TestCloudEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		"specversion":             "1.0",
-		"id":                      e.ID,
-		"source":                  "/wechatpay/1900000100",
-		"type":                    "com.wechatpay.payment.succeeded",
-		"subject":                 "1008450740201411110005820873",
-		"time":                    "2018-06-08T10:34:56+08:00",
-		"datacontenttype":         "application/json",
-		"dataschema":              "payment.succeeded.json",
-		"wechatpaynotificationid": "EV-2018022511223320873",
-		"wechatpayeventtype":      "TRANSACTION.SUCCESS",
+		"specversion":      "1.0",
+		"id":               e.ID,
+		"source":           "/wechatpay/1900000100",
+		"type":             "com.wechatpay.payment.succeeded",
+		"subject":          "1008450740201411110005820873",
+		"time":             "2018-06-08T10:34:56+08:00",
+		"datacontenttype":  "application/json",
+		"dataschema":       "https://github.com/wxpay-events/wxpay-events/blob/main/schemas/payment.succeeded.json",
+		"wxnotificationid": "EV-2018022511223320873",
+		"wxeventtype":      "TRANSACTION.SUCCESS",
 	}
 	for attr, v := range want {
 		var got string
@@ -621,11 +647,11 @@ func BenchmarkBuild(b *testing.B) {
 	b.SetBytes(int64(len(plaintext)))
 	b.ReportAllocs()
 	for b.Loop() {
-		e, err := events.Build(n, plaintext)
+		evs, err := events.Build(n, plaintext)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := e.CloudEvent(); err != nil {
+		if _, err := evs[0].CloudEvent(); err != nil {
 			b.Fatal(err)
 		}
 	}

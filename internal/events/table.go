@@ -2,7 +2,9 @@ package events
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"strings"
 )
 
 // row maps one WeChat Pay event_type to its domain event. It is the only place
@@ -15,20 +17,21 @@ type row struct {
 }
 
 // table is THE mapping; see CONTRACT.md "Event types". Columns: WeChat
-// event_type, domain type, schema, then the Go type with its dedupe-key,
-// subject and business-time functions. When the business time is absent the
-// event takes the notification's create_time.
+// event_type, domain type, schema, then the decoder: the Go type of the
+// resource with the function that names its business fact (dedupe key,
+// subject, sub-merchant, business time). When the business time is absent
+// the event takes the notification's create_time.
 var table = []row{
-	{"TRANSACTION.SUCCESS", "payment.succeeded", "payment.succeeded.json", typed(paymentKey, (*PaymentSucceeded).TransactionNo, paymentTime)},
-	{"TRANSACTION.FAIL", "payment.failed", "payment.failed.json", typed(parkingPaymentKey, parkingPaymentSubject, parkingPaymentTime)},
-	{"TRANSACTION.PAY_BACK", "payment.repaid", "payment.repaid.json", typed(parkingPaymentKey, parkingPaymentSubject, parkingPaymentTime)},
-	{"REFUND.SUCCESS", "refund.succeeded", "refund.succeeded.json", typed(refundKey, refundSubject, refundTime)},
-	{"REFUND.ABNORMAL", "refund.abnormal", "refund.abnormal.json", typed(refundKey, refundSubject, refundTime)},
-	{"REFUND.CLOSED", "refund.closed", "refund.closed.json", typed(refundKey, refundSubject, refundTime)},
-	{"VIOLATION.PUNISH", "violation.punished", "violation.punished.json", typed(violationKey, violationSubject, violationTime)},
-	{"VIOLATION.INTERCEPT", "violation.intercepted", "violation.intercepted.json", typed(violationKey, violationSubject, violationTime)},
-	{"VIOLATION.APPEAL", "violation.appealed", "violation.appealed.json", typed(violationKey, violationSubject, violationTime)},
-	{"VEHICLE.ENTRANCE_STATE_CHANGE", "parking.state_changed", "parking.state_changed.json", typed(parkingStateKey, parkingStateSubject, parkingStateTime)},
+	{"TRANSACTION.SUCCESS", "payment.succeeded", "payment.succeeded.json", decodePayment},
+	{"TRANSACTION.FAIL", "payment.failed", "payment.failed.json", typed(parkingPaymentFact)},
+	{"TRANSACTION.PAY_BACK", "payment.repaid", "payment.repaid.json", typed(parkingPaymentFact)},
+	{"REFUND.SUCCESS", "refund.succeeded", "refund.succeeded.json", typed(refundFact)},
+	{"REFUND.ABNORMAL", "refund.abnormal", "refund.abnormal.json", typed(refundFact)},
+	{"REFUND.CLOSED", "refund.closed", "refund.closed.json", typed(refundFact)},
+	{"VIOLATION.PUNISH", "violation.punished", "violation.punished.json", typed(violationFact)},
+	{"VIOLATION.INTERCEPT", "violation.intercepted", "violation.intercepted.json", typed(violationFact)},
+	{"VIOLATION.APPEAL", "violation.appealed", "violation.appealed.json", typed(violationFact)},
+	{"VEHICLE.ENTRANCE_STATE_CHANGE", "parking.state_changed", "parking.state_changed.json", typed(parkingStateFact)},
 }
 
 // keyField is a named dedupe key part; keyOf requires every one of them.
@@ -46,81 +49,186 @@ func keyOf(fields ...keyField) ([]string, error) {
 	return out, nil
 }
 
-// payment.succeeded: transaction_id, or id for a global payment.
-func paymentKey(p *PaymentSucceeded) ([]string, error) {
-	if p.TransactionID == "" && p.ID != "" {
-		return keyOf(keyField{"id", p.ID})
+// orderingMerchant is the merchant that placed an order: the sub-merchant of a
+// service-provider order, else the merchant in the resource, else the
+// merchant the notification was addressed to. Keys built on out_trade_no need
+// it, because out_trade_no is unique only per ordering merchant.
+func orderingMerchant(mchid string, candidates ...string) string {
+	for _, c := range candidates {
+		if c != "" {
+			return c
+		}
 	}
-	return keyOf(keyField{"transaction_id", p.TransactionID})
+	return mchid
 }
-func paymentTime(p *PaymentSucceeded) Time { return p.SuccessTime }
 
-// payment.failed, payment.repaid: transaction_id + trade_state.
-func parkingPaymentKey(p *ParkingPayment) ([]string, error) {
-	return keyOf(keyField{"transaction_id", p.TransactionID}, keyField{"trade_state", p.TradeState})
+// payment.succeeded. A Pay Score parking deduction (trade_scene PARKING) is
+// keyed by ordering merchant + out_trade_no whether or not it carries the
+// optional transaction_id, so that two notices of one deduction, one with and
+// one without it, cannot make two facts. Every other payment is keyed by
+// transaction_id, or id for a global payment; both are always sent.
+func paymentFact(p *PaymentSucceeded, mchid string) (fact, error) {
+	f := fact{subject: p.TransactionNo(), sub: p.SubMchID, time: p.SuccessTime}
+	var err error
+	switch {
+	case p.IsParking():
+		f.key, err = keyOf(keyField{"sub_mchid/sp_mchid/mchid", orderingMerchant(mchid, p.SubMchID, p.SpMchID, p.MchID)},
+			keyField{"out_trade_no", p.OutTradeNo})
+		if f.subject == "" {
+			f.subject = p.OutTradeNo
+		}
+	case p.TransactionID == "" && p.ID != "":
+		f.key, err = keyOf(keyField{"id", p.ID})
+	case p.TransactionID == "":
+		err = fieldError("transaction_id", "required (id for a cross-border payment; out_trade_no with trade_scene PARKING)")
+	default:
+		f.key, err = keyOf(keyField{"transaction_id", p.TransactionID})
+	}
+	return f, err
 }
-func parkingPaymentSubject(p *ParkingPayment) string { return p.TransactionID }
-func parkingPaymentTime(p *ParkingPayment) Time      { return p.SuccessTime }
+
+// payment.failed, payment.repaid (parking deductions): ordering merchant +
+// out_trade_no + trade_state; transaction_id is optional in these notices.
+func parkingPaymentFact(p *ParkingPayment, mchid string) (fact, error) {
+	k, err := keyOf(keyField{"sub_mchid/sp_mchid", orderingMerchant(mchid, p.SubMchID, p.SpMchID)},
+		keyField{"out_trade_no", p.OutTradeNo}, keyField{"trade_state", p.TradeState})
+	subject := p.TransactionID
+	if subject == "" {
+		subject = p.OutTradeNo
+	}
+	return fact{key: k, subject: subject, sub: p.SubMchID, time: p.SuccessTime}, err
+}
 
 // refund.*: refund_id + refund_status.
-func refundKey(p *Refund) ([]string, error) {
-	return keyOf(keyField{"refund_id", p.RefundID}, keyField{"refund_status", p.RefundStatus})
+func refundFact(p *Refund, _ string) (fact, error) {
+	k, err := keyOf(keyField{"refund_id", p.RefundID}, keyField{"refund_status", p.RefundStatus})
+	return fact{key: k, subject: p.RefundID, sub: p.SubMchID, time: p.SuccessTime}, err
 }
-func refundSubject(p *Refund) string { return p.RefundID }
-func refundTime(p *Refund) Time      { return p.SuccessTime }
 
 // violation.*: the contract says record_id + event type; the event type is
 // already the <type> segment of every key, so record_id is the only part.
-func violationKey(p *Violation) ([]string, error) {
-	return keyOf(keyField{"record_id", p.RecordID})
+func violationFact(p *Violation, _ string) (fact, error) {
+	k, err := keyOf(keyField{"record_id", p.RecordID})
+	return fact{key: k, subject: p.RecordID, sub: p.SubMchID, time: p.PunishTime}, err
 }
-func violationSubject(p *Violation) string { return p.RecordID }
-func violationTime(p *Violation) Time      { return p.PunishTime }
 
 // parking.state_changed: parking_id + parking_state + state_update_time (as
 // the instant in UTC, so the same time sent with another offset or precision
 // gives the same key).
-func parkingStateKey(p *ParkingStateChange) ([]string, error) {
-	return keyOf(keyField{"parking_id", p.ParkingID}, keyField{"parking_state", p.ParkingState},
+func parkingStateFact(p *ParkingStateChange, _ string) (fact, error) {
+	k, err := keyOf(keyField{"parking_id", p.ParkingID}, keyField{"parking_state", p.ParkingState},
 		keyField{"state_update_time", keyTime(p.StateUpdateTime)})
+	return fact{key: k, subject: p.ParkingID, sub: p.SubMchID, time: p.StateUpdateTime}, err
 }
-func parkingStateSubject(p *ParkingStateChange) string { return p.ParkingID }
-func parkingStateTime(p *ParkingStateChange) Time      { return p.StateUpdateTime }
 
-// fact is what a row's decoder extracts from a plaintext.
+// fact is one business fact a plaintext holds.
 type fact struct {
+	data    []byte   // the normalised resource (for a combined payment: the sub-order)
 	key     []string // dedupe key parts after "<mchid>:<type>"
 	subject string   // business id
+	sub     string   // sub-merchant (sub_mchid), "" for a direct merchant
 	time    Time     // business time; zero when absent
 }
 
 // decoder checks and normalises a plaintext tree in place and extracts its
-// fact.
-type decoder func(tree map[string]any) (data []byte, f fact, err error)
+// facts: one, or one per sub-order of a combined payment. mchid is the
+// merchant the notification was addressed to.
+type decoder func(tree map[string]any, mchid string) ([]fact, error)
 
-// typed builds the decoder of a row from its Go type T and its three columns.
-func typed[T any](key func(*T) ([]string, error), subject func(*T) string, businessTime func(*T) Time) decoder {
+// typed builds a decoder from a resource type T and the function that names
+// its fact.
+func typed[T any](name func(*T, string) (fact, error)) decoder {
 	t := reflect.TypeFor[T]()
 	mustCheckable(t)
-	return func(tree map[string]any) ([]byte, fact, error) {
+	return func(tree map[string]any, mchid string) ([]fact, error) {
 		if _, err := check(tree, t, ""); err != nil {
-			return nil, fact{}, err
+			return nil, err
 		}
 		data, err := marshalData(tree)
 		if err != nil {
-			return nil, fact{}, err
+			return nil, err
 		}
 		v := new(T)
 		// check has verified every declared field, so this cannot fail on types.
 		if err := json.Unmarshal(data, v); err != nil {
-			return nil, fact{}, malformedJSON(err)
+			return nil, malformedJSON(err)
 		}
-		k, err := key(v)
+		f, err := name(v, mchid)
 		if err != nil {
-			return nil, fact{}, err
+			return nil, err
 		}
-		return data, fact{key: k, subject: subject(v), time: businessTime(v)}, nil
+		f.data = data
+		return []fact{f}, nil
 	}
+}
+
+// inherited reports whether a top-level field of a combined payment is copied
+// into each sub-order's event: the combined order's own fields (combine_*,
+// scene_info) and fields this project does not know, so nothing WeChat sends
+// is lost; never a payment field such as transaction_id, amount or
+// trade_scene, which belongs to the sub-order alone.
+func inherited(field string) bool {
+	if field == "sub_orders" {
+		return false
+	}
+	if strings.HasPrefix(field, "combine_") || field == "scene_info" {
+		return true
+	}
+	_, isPaymentField := fieldsOf(paymentType)[field]
+	return !isPaymentField
+}
+
+var (
+	paymentType         = reflect.TypeFor[PaymentSucceeded]()
+	decodeSinglePayment = typed(paymentFact)
+	combinedType        = reflect.TypeFor[combinedPayment]()
+)
+
+func init() { mustCheckable(combinedType) }
+
+// decodePayment decodes TRANSACTION.SUCCESS. A combined payment (合单, a
+// resource with combine_out_trade_no or sub_orders) is one fact per
+// sub-order: the sub-order's own fields with the combined order's fields
+// merged in (see inherited), each checked and keyed like a single payment. Any sub-order that cannot be keyed fails the whole
+// notification, so that a replay after a fix yields all of them.
+func decodePayment(tree map[string]any, mchid string) ([]fact, error) {
+	_, hasSubOrders := tree["sub_orders"]
+	_, hasCombine := tree["combine_out_trade_no"]
+	if !hasSubOrders && !hasCombine {
+		return decodeSinglePayment(tree, mchid)
+	}
+	if _, err := check(tree, combinedType, ""); err != nil {
+		return nil, err
+	}
+	subs, _ := tree["sub_orders"].([]any)
+	if len(subs) == 0 {
+		return nil, fieldError("sub_orders", "required: a combined payment (combine_out_trade_no) lists its sub-orders")
+	}
+	facts := make([]fact, 0, len(subs))
+	seen := make(map[string]bool, len(subs))
+	for i, s := range subs {
+		sub := s.(map[string]any) // check verified that each item is an object
+		merged := make(map[string]any, len(tree)+len(sub))
+		for k, v := range tree {
+			if inherited(k) {
+				merged[k] = v
+			}
+		}
+		for k, v := range sub {
+			merged[k] = v
+		}
+		fs, err := decodeSinglePayment(merged, mchid)
+		if err != nil {
+			return nil, fmt.Errorf("sub_orders[%d]: %w", i, err)
+		}
+		k := dedupeKey(mchid, "", fs[0].key)
+		if seen[k] {
+			continue // the same sub-order listed twice is one fact
+		}
+		seen[k] = true
+		facts = append(facts, fs[0])
+	}
+	return facts, nil
 }
 
 // lookup finds the row of a WeChat Pay event_type.

@@ -9,13 +9,17 @@ package events
 // its Data into the type its Type names (see Mappings).
 //
 // An absent or null field decodes to its zero value; only the fields of the
-// dedupe key are required.
+// dedupe key are required, and only those WeChat Pay always sends.
 
 // PaymentSucceeded is the resource of TRANSACTION.SUCCESS (domain type
 // payment.succeeded) in all its variants: direct merchant (appid, mchid),
-// service provider (sp_appid, sp_mchid, sub_appid, sub_mchid), and
-// cross-border/global, where the WeChat Pay order number is id instead of
-// transaction_id and amounts carry an exchange_rate.
+// service provider (sp_appid, sp_mchid, sub_appid, sub_mchid), cross-border
+// (global, where the WeChat Pay order number is id instead of transaction_id
+// and amounts carry an exchange_rate), a Pay Score parking deduction
+// (trade_scene PARKING, usually without transaction_id; see ParkingInfo), and
+// one sub-order of a combined payment (合单: combine_out_trade_no set, the
+// sub-order's own fields at the top level, amounts as total_amount and
+// payer_amount).
 type PaymentSucceeded struct {
 	// ID is the WeChat Pay order number of a global (cross-border) payment.
 	ID            string `json:"id,omitempty"`
@@ -28,17 +32,62 @@ type PaymentSucceeded struct {
 	SubMchID      string `json:"sub_mchid,omitempty"`
 	OutTradeNo    string `json:"out_trade_no,omitempty"`
 	// TradeType is JSAPI, NATIVE, APP, MICROPAY, MWEB or FACEPAY.
-	TradeType      string            `json:"trade_type,omitempty"`
-	TradeState     string            `json:"trade_state,omitempty"`
-	TradeStateDesc string            `json:"trade_state_desc,omitempty"`
-	BankType       string            `json:"bank_type,omitempty"`
-	Attach         string            `json:"attach,omitempty"`
-	SuccessTime    Time              `json:"success_time,omitzero"`
-	Payer          *Payer            `json:"payer,omitempty"`
-	Amount         *Amount           `json:"amount,omitempty"`
-	SceneInfo      *SceneInfo        `json:"scene_info,omitempty"`
-	Promotions     []PromotionDetail `json:"promotion_detail,omitempty"`
+	TradeType      string `json:"trade_type,omitempty"`
+	TradeState     string `json:"trade_state,omitempty"`
+	TradeStateDesc string `json:"trade_state_desc,omitempty"`
+	// TradeStateDescription is what parking deductions send instead of
+	// trade_state_desc.
+	TradeStateDescription string            `json:"trade_state_description,omitempty"`
+	BankType              string            `json:"bank_type,omitempty"`
+	Attach                string            `json:"attach,omitempty"`
+	Description           string            `json:"description,omitempty"`
+	CreateTime            Time              `json:"create_time,omitzero"`
+	SuccessTime           Time              `json:"success_time,omitzero"`
+	Payer                 *Payer            `json:"payer,omitempty"`
+	Amount                *Amount           `json:"amount,omitempty"`
+	SceneInfo             *SceneInfo        `json:"scene_info,omitempty"`
+	Promotions            []PromotionDetail `json:"promotion_detail,omitempty"`
+
+	// TradeScene is "PARKING" for a Pay Score parking deduction.
+	TradeScene  string       `json:"trade_scene,omitempty"`
+	ParkingInfo *ParkingInfo `json:"parking_info,omitempty"`
+	// UserRepaid ("Y"/"N") says whether the user repaid a deduction WeChat
+	// Pay had advanced.
+	UserRepaid string `json:"user_repaid,omitempty"`
+
+	// The combined order a sub-order belongs to (combined payments only).
+	CombineAppID      string `json:"combine_appid,omitempty"`
+	CombineMchID      string `json:"combine_mchid,omitempty"`
+	CombineOutTradeNo string `json:"combine_out_trade_no,omitempty"`
+	// CombinePayerInfo is the payer of the combined order.
+	CombinePayerInfo *Payer `json:"combine_payer_info,omitempty"`
 }
+
+// IsParking reports whether p is a Pay Score parking deduction.
+func (p *PaymentSucceeded) IsParking() bool { return p.TradeScene == TradeSceneParking }
+
+// IsCombined reports whether p is one sub-order of a combined payment.
+func (p *PaymentSucceeded) IsCombined() bool { return p.CombineOutTradeNo != "" }
+
+// TradeSceneParking is the trade_scene of a Pay Score parking deduction.
+const TradeSceneParking = "PARKING"
+
+// combinedPayment is the top level of a combined-payment (合单) resource: the
+// combined order and its sub-orders, each of which becomes one
+// payment.succeeded.
+type combinedPayment struct {
+	CombineAppID      string     `json:"combine_appid,omitempty"`
+	CombineMchID      string     `json:"combine_mchid,omitempty"`
+	CombineOutTradeNo string     `json:"combine_out_trade_no,omitempty"`
+	CombinePayerInfo  *Payer     `json:"combine_payer_info,omitempty"`
+	SceneInfo         *SceneInfo `json:"scene_info,omitempty"`
+	SubOrders         []subOrder `json:"sub_orders,omitempty"`
+}
+
+// subOrder only says that each sub_orders item is an object; its fields are
+// checked as a PaymentSucceeded once the combined order's identifiers are
+// merged in.
+type subOrder struct{}
 
 // TransactionNo returns the WeChat Pay order number: transaction_id, or id for
 // a global payment.
@@ -161,7 +210,11 @@ type Payer struct {
 // Amount holds the amounts of a payment or refund, as integers in the
 // smallest unit of their currency (fen for CNY).
 type Amount struct {
-	Total int64 `json:"total"`
+	Total int64 `json:"total,omitempty"`
+	// TotalAmount and PayerAmount are how a combined-payment sub-order writes
+	// total and payer_total.
+	TotalAmount int64 `json:"total_amount,omitempty"`
+	PayerAmount int64 `json:"payer_amount,omitempty"`
 	// Refund and PayerRefund are set on refunds.
 	Refund        int64 `json:"refund,omitempty"`
 	PayerTotal    int64 `json:"payer_total,omitempty"`

@@ -61,6 +61,70 @@ func ParseInboundSubject(subject string) (mchid, eventToken string, ok bool) {
 	return mchid, eventToken, ok && mchid != "" && eventToken != ""
 }
 
+// NoSubMerchant is the <sub> token of an events subject for a direct
+// merchant's event, which has no sub-merchant.
+const NoSubMerchant = "_"
+
+// EventSubject is where a domain event of type typ (e.g. "payment.succeeded")
+// for merchant mchid and sub-merchant sub ("" for a direct merchant) is
+// published: "wechatpay.events.<type>.<mchid>.<sub>", with "_" for no
+// sub-merchant, so that a service provider can subscribe per sub-merchant
+// ("wechatpay.events.*.*.<mchid>.<sub_mchid>").
+func EventSubject(typ, mchid, sub string) string {
+	if sub == "" {
+		sub = NoSubMerchant
+	}
+	return EventsPrefix + typ + "." + mchid + "." + sub
+}
+
+// EventSubjectParts are the tokens of an events subject.
+type EventSubjectParts struct {
+	Type  string // domain type, e.g. "payment.succeeded"
+	MchID string
+	Sub   string // sub-merchant, "" for "_"
+}
+
+// ParseEventSubject splits an events subject into its domain type, merchant
+// and sub-merchant. A subject of the layout before sub-merchants
+// ("wechatpay.events.<type>.<mchid>", still in a stream's history) parses
+// with Sub "".
+func ParseEventSubject(subject string) (EventSubjectParts, bool) {
+	rest, found := strings.CutPrefix(subject, EventsPrefix)
+	if !found {
+		return EventSubjectParts{}, false
+	}
+	tok := strings.Split(rest, ".")
+	if len(tok) != 3 && len(tok) != 4 {
+		return EventSubjectParts{}, false
+	}
+	for _, t := range tok {
+		if t == "" {
+			return EventSubjectParts{}, false
+		}
+	}
+	p := EventSubjectParts{Type: tok[0] + "." + tok[1], MchID: tok[2]}
+	if len(tok) == 4 && tok[3] != NoSubMerchant {
+		p.Sub = tok[3]
+	}
+	return p, true
+}
+
+// EventFilter is the subject filter of events of type typ (may hold '*'
+// tokens: "refund.*", "*.*"), merchant mchid and sub-merchant sub; an empty
+// mchid or sub matches any, sub NoSubMerchant only direct-merchant events.
+func EventFilter(typ, mchid, sub string) string {
+	if typ == "" {
+		typ = "*.*"
+	}
+	if mchid == "" {
+		mchid = "*"
+	}
+	if sub == "" {
+		sub = "*"
+	}
+	return EventsPrefix + typ + "." + mchid + "." + sub
+}
+
 // DLQSubject is where a dead-lettered notification of mchid goes, by reason.
 func DLQSubject(reason, mchid string) string { return DLQPrefix + reason + "." + mchid }
 

@@ -10,7 +10,7 @@ import (
 // businessIDFields name the fields that identify a business fact (the dedupe keys' parts and their
 // companions). Fresh gives them new values so that each simulated notification is a new fact.
 var businessIDFields = []string{
-	"transaction_id", "id", "out_trade_no", "refund_id", "out_refund_no", "record_id", "parking_id", "out_parking_no",
+	"transaction_id", "id", "out_trade_no", "combine_out_trade_no", "refund_id", "out_refund_no", "record_id", "parking_id", "out_parking_no",
 }
 
 // businessTimeFields are the times that become an event's time; Fresh sets them to now.

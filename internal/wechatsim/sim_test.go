@@ -47,16 +47,20 @@ func TestFreshMakesANewFactOfEverySample(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			et := samples.EventType(name)
 			n := events.Notification{ID: "n1", EventType: et, CreateTime: "2026-03-01T20:00:00+08:00", MchID: "1900000100"}
-			orig, err := events.Build(n, plain)
+			origs, err := events.Build(n, plain)
 			if err != nil {
 				t.Fatal(err)
 			}
 			a, b := wechatsim.Fresh(plain, "1900000100", now), wechatsim.Fresh(plain, "1900000100", now)
-			ea, err := events.Build(n, a)
+			eas, err := events.Build(n, a)
 			if err != nil {
 				t.Fatalf("fresh plaintext does not map: %v\n%s", err, a)
 			}
-			eb, _ := events.Build(n, b)
+			ebs, err := events.Build(n, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			orig, ea, eb := origs[0], eas[0], ebs[0]
 			if ea.DedupeKey == orig.DedupeKey || ea.DedupeKey == eb.DedupeKey {
 				t.Fatalf("dedupe keys not fresh: %s / %s / %s", orig.DedupeKey, ea.DedupeKey, eb.DedupeKey)
 			}

@@ -316,7 +316,7 @@ func (a *Auditor) Check(ctx context.Context, js jetstream.JetStream) (Report, er
 		var ce struct {
 			ID             string          `json:"id"`
 			Type           string          `json:"type"`
-			NotificationID string          `json:"wechatpaynotificationid"`
+			NotificationID string          `json:"wxnotificationid"`
 			Data           json.RawMessage `json:"data"`
 		}
 		if err := json.Unmarshal(m.Data, &ce); err != nil {

@@ -42,7 +42,7 @@ func TestAuditorFindsLostDuplicatedForged(t *testing.T) {
 	}
 	event := func(n int, notification, txn string) {
 		doc, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("ev-%d", n), "type": "com.wechatpay.payment.succeeded",
-			"wechatpaynotificationid": notification, "data": json.RawMessage(payment(txn))})
+			"wxnotificationid": notification, "data": json.RawMessage(payment(txn))})
 		if _, err := js.Publish(ctx, "wechatpay.events.payment.succeeded.1900000100", doc); err != nil {
 			t.Fatal(err)
 		}

@@ -267,8 +267,9 @@ type CloudEvent struct {
 	Time                    string          `json:"time"`
 	DataContentType         string          `json:"datacontenttype"`
 	DataSchema              string          `json:"dataschema"`
-	WechatpayNotificationID string          `json:"wechatpaynotificationid"`
-	WechatpayEventType      string          `json:"wechatpayeventtype"`
+	WechatpayNotificationID string          `json:"wxnotificationid"`
+	WechatpayEventType      string          `json:"wxeventtype"`
+	SubMchID                string          `json:"wxsubmchid"`
 	Data                    json.RawMessage `json:"data"`
 	// NATSSubject and MsgID come from the stored message.
 	NATSSubject string `json:"-"`

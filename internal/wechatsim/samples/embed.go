@@ -1,6 +1,9 @@
 // Package samples holds realistic decrypted notification resources (the
 // plaintext of resource.ciphertext), one per WeChat Pay event type and variant,
-// for the simulator and for tests.
+// for the simulator and for tests. They are shaped after published samples but
+// edited so that each is its own business fact; the published samples
+// themselves, unedited and each with its source, are in
+// internal/events/testdata/real and are what proves the mapping right.
 //
 // A file is named <EVENT_TYPE>[.<variant>].json. The contents follow the
 // official samples as quoted in the project's PROTOCOL-NOTES §4:
@@ -11,8 +14,13 @@
 //     business fact, so the partner and global-partner order numbers differ from the samples' by one
 //     digit (the originals share them, and would deduplicate into one event).
 //   - TRANSACTION.FAIL, TRANSACTION.PAY_BACK: TheNorthMemory/wechatpay.js.org webhook/v3/TRANSACTION.FAIL.md and
-//     TRANSACTION.PAY_BACK.md. The official sample omits transaction_id, which the field table lists and
-//     the dedupe key needs, so one was added; its trailing comma after amount.currency was removed.
+//     TRANSACTION.PAY_BACK.md, without transaction_id like the published samples (a parking deduction is
+//     keyed by ordering merchant + out_trade_no + trade_state); its trailing comma after amount.currency
+//     was removed.
+//   - TRANSACTION.SUCCESS.parking: the same parking deduction shape with trade_state SUCCESS and its own
+//     out_trade_no, no transaction_id.
+//   - TRANSACTION.SUCCESS.combine: a combined payment (合单) with two sub-orders, shaped after SKIT
+//     …/_/CombineTransactions/CombineTransactionResource.json (one payment.succeeded per sub-order).
 //   - REFUND.SUCCESS{,.global}: SKIT …/_/Refund/RefundResource.json and …/Global/Refund/RefundResource.json
 //     (the global refund_id changed by one digit, for the same reason).
 //   - REFUND.ABNORMAL, REFUND.CLOSED: wechatpay.js.org webhook/v3/REFUND.ABNORMAL.md and REFUND.CLOSED.md,
