@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -410,19 +412,21 @@ func (d *devRun) demo(ctx context.Context, js jetstream.JetStream, p *wechatsim.
 	printer := &eventPrinter{out: d.out, json: d.json}
 	seen := map[string]bool{}
 	send := func() {
-		if !d.json {
-			outf(d.out, "demo: a simulated WeChat Pay sends one notification of each of the %d event types to %s; the events:\n", len(mappings), notifyURL)
-		}
 		all := samples.All()
-		for _, m := range mappings {
-			n, err := p.Build(m.EventType, wechatsim.Fresh(all[m.EventType], p.MchID, time.Now()), wechatsim.Options{})
+		if !d.json {
+			outf(d.out, "demo: a simulated WeChat Pay sends %d notifications covering each of the %d event types (direct, service-provider, cross-border, parking and combined shapes) to %s; the events:\n",
+				len(all), len(mappings), notifyURL)
+		}
+		for _, name := range slices.Sorted(maps.Keys(all)) {
+			eventType := samples.EventType(name)
+			n, err := p.Build(eventType, wechatsim.Fresh(all[name], p.MchID, time.Now()), wechatsim.Options{})
 			if err != nil {
-				d.log.Error().Err(err).Str("event_type", m.EventType).Msg("demo: build notification")
+				d.log.Error().Err(err).Str("event_type", eventType).Msg("demo: build notification")
 				continue
 			}
 			attempts := p.Deliver(ctx, notifyURL, n, wechatsim.DeliverOptions{Retry: true, TimeScale: demoTimeScale})
 			if (len(attempts) == 0 || !attempts[len(attempts)-1].OK()) && ctx.Err() == nil {
-				d.log.Error().Str("event_type", m.EventType).Int("attempts", len(attempts)).Msg("demo: the receiver did not accept the notification")
+				d.log.Error().Str("event_type", eventType).Int("attempts", len(attempts)).Msg("demo: the receiver did not accept the notification")
 			}
 		}
 	}
@@ -431,8 +435,8 @@ func (d *devRun) demo(ctx context.Context, js jetstream.JetStream, p *wechatsim.
 	start := func() { sending.Go(send) } // once the consumer exists, so that no event is missed
 	err := followEvents(ctx, js, []string{topology.EventsPrefix + ">"}, jetstream.DeliverNewPolicy, start, func(m jetstream.Msg) bool {
 		printer.print(m.Subject(), m.Data())
-		if t := strings.Split(m.Subject(), "."); len(t) == 5 && len(seen) < len(mappings) {
-			seen[t[2]+"."+t[3]] = true
+		if parts, ok := topology.ParseEventSubject(m.Subject()); ok && len(seen) < len(mappings) {
+			seen[parts.Type] = true
 			if len(seen) == len(mappings) && !d.json {
 				outf(d.out, "demo: one event of each of the %d types arrived; dev keeps running (Ctrl-C stops it)\n", len(mappings))
 			}

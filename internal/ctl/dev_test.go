@@ -6,6 +6,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/testenv/pipelinetest"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,10 @@ func waitStreams(t *testing.T, natsURL, what string, cond func(events, pending i
 	}
 }
 
+// demoEvents is what one demo publishes: one event per simulator sample (16), and the combined payment
+// has two sub-orders.
+const demoEvents = 17
+
 func TestDevDemo(t *testing.T) {
 	dir := t.TempDir()
 	d := startDev(t, dir, nil, "--demo")
@@ -138,7 +143,7 @@ func TestDevDemo(t *testing.T) {
 	if natsURL == nil {
 		t.Fatalf("no NATS_URL in the banner:\n%s", d.stdout.String())
 	}
-	r := ctlRun(t, natsURL[1], "tail", "--from-start", "--count", "10")
+	r := ctlRun(t, natsURL[1], "tail", "--from-start", "--count", strconv.Itoa(demoEvents))
 	mustCode(t, r, 0, "tail against dev")
 	for _, typ := range domainTypes {
 		if !strings.Contains(r.stdout, typ) {
@@ -150,8 +155,8 @@ func TestDevDemo(t *testing.T) {
 	notify := notifyRe.FindStringSubmatch(d.stdout.String())
 	r = ctlRun(t, natsURL[1], "simulate", "--platform-dir", dir, "--url", notify[1], "--type", "refund.succeeded", "--duplicate", "3")
 	mustCode(t, r, 0, "simulate --duplicate 3 against dev")
-	waitStreams(t, natsURL[1], "the duplicates settled", func(events, pending int) bool { return events >= 11 && pending == 0 })
-	waitStreams(t, natsURL[1], "exactly one more event", func(events, _ int) bool { return events == 11 })
+	waitStreams(t, natsURL[1], "the duplicates settled", func(events, pending int) bool { return events >= demoEvents+1 && pending == 0 })
+	waitStreams(t, natsURL[1], "exactly one more event", func(events, _ int) bool { return events == demoEvents+1 })
 
 	if code := d.stop(t); code != ctl.ExitOK {
 		t.Fatalf("dev exited %d on SIGINT\nstderr:\n%s", code, d.stderr.String())
@@ -178,7 +183,7 @@ func TestDevDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range streams {
-		if s.Stream == "WECHATPAY_EVENTS" && s.Messages != 21 {
+		if s.Stream == "WECHATPAY_EVENTS" && s.Messages != 2*demoEvents+1 {
 			t.Errorf("%d events after two demos and a duplicate: the first run's were not kept", s.Messages)
 		}
 	}
