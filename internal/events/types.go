@@ -215,6 +215,9 @@ type Amount struct {
 	// total and payer_total.
 	TotalAmount int64 `json:"total_amount,omitempty"`
 	PayerAmount int64 `json:"payer_amount,omitempty"`
+	// SettlementRate is a combined-payment sub-order's settlement rate
+	// (WeChat added it in 2024), as an integer.
+	SettlementRate int64 `json:"settlement_rate,omitempty"`
 	// Refund and PayerRefund are set on refunds.
 	Refund        int64 `json:"refund,omitempty"`
 	PayerTotal    int64 `json:"payer_total,omitempty"`
