@@ -12,6 +12,7 @@ import (
 	"github.com/wechatpay-apiv3/wechatpay-go/utils"
 	"gopkg.in/yaml.v3"
 
+	"github.com/wxpay-events/wxpay-events/internal/certs"
 	"github.com/wxpay-events/wxpay-events/internal/verify"
 )
 
@@ -37,6 +38,12 @@ type Account struct {
 	// platform certificates from WeChat Pay and refreshing them every 24 h (certificate mode only).
 	PrivateKey *rsa.PrivateKey
 	CertSerial string
+	// Region says which WeChat Pay API the certificates are downloaded from: mainland (the default) or
+	// global, the cross-border API on apihk.mch.weixin.qq.com.
+	Region certs.Region
+	// APIBaseURL, when set, replaces the region's API host (scheme://host[:port]): a test server or an
+	// egress proxy.
+	APIBaseURL string
 	// APIv3Key decrypts resources; loaded for the consumer, and for the receiver only when it downloads
 	// certificates (the download is encrypted with it).
 	APIv3Key Secret
@@ -65,6 +72,8 @@ type accountSpec struct {
 	PlatformCertFiles []string `yaml:"platform_cert_files"`
 	PrivateKeyFile    string   `yaml:"private_key_file"`
 	CertSerial        string   `yaml:"cert_serial"`
+	Region            string   `yaml:"region"`
+	APIBaseURL        string   `yaml:"api_base_url"`
 }
 
 type accountsFile struct {
@@ -86,6 +95,8 @@ func (s *source) accounts(needAPIv3Key bool) func() []Account {
 	s.str(&env.APIv3KeyFile, "WECHATPAY_APIV3_KEY_FILE", "", "file holding the 32-byte APIv3 key")
 	s.str(&env.PrivateKeyFile, "WECHATPAY_PRIVATE_KEY_FILE", "", "merchant API private key PEM, to download platform certificates")
 	s.str(&env.CertSerial, "WECHATPAY_CERT_SERIAL", "", "merchant API certificate serial, with WECHATPAY_PRIVATE_KEY_FILE")
+	s.str(&env.Region, "WECHATPAY_REGION", "", "WeChat Pay API region of the certificate download: mainland (default) or global (cross-border)")
+	s.str(&env.APIBaseURL, "WECHATPAY_API_BASE_URL", "", "WeChat Pay API host replacing the region's, scheme://host[:port] (tests, proxies)")
 	return func() []Account {
 		env.PlatformCertFiles = splitList(certs)
 		var specs []accountSpec
@@ -114,6 +125,7 @@ func (s *source) accounts(needAPIv3Key bool) func() []Account {
 				"mchid": "WECHATPAY_MCHID", "apiv3_key_file": "WECHATPAY_APIV3_KEY_FILE", "public_key_id": "WECHATPAY_PUBLIC_KEY_ID",
 				"public_key_file": "WECHATPAY_PUBLIC_KEY_FILE", "platform_cert_files": "WECHATPAY_PLATFORM_CERT_FILES",
 				"private_key_file": "WECHATPAY_PRIVATE_KEY_FILE", "cert_serial": "WECHATPAY_CERT_SERIAL",
+				"region": "WECHATPAY_REGION", "api_base_url": "WECHATPAY_API_BASE_URL",
 			}
 			names = append(names, func(field string) string { return envNames[field] })
 		default:
@@ -156,9 +168,20 @@ func loadAccount(spec accountSpec, name func(string) string, needAPIv3Key bool) 
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, name(field)+": "+fmt.Sprintf(format, args...))
 	}
-	a := Account{MchID: spec.MchID, PublicKeyID: strings.TrimSpace(spec.PublicKeyID), CertSerial: strings.TrimSpace(spec.CertSerial)}
+	a := Account{MchID: spec.MchID, PublicKeyID: strings.TrimSpace(spec.PublicKeyID), CertSerial: strings.TrimSpace(spec.CertSerial),
+		APIBaseURL: strings.TrimSpace(spec.APIBaseURL)}
 	if !mchidPattern.MatchString(spec.MchID) {
 		bad("mchid", "%q is not a merchant id (digits only)", spec.MchID)
+	}
+	var err error
+	if a.Region, err = certs.ParseRegion(spec.Region); err != nil {
+		bad("region", "%q is not a region: use %s (api.mch.weixin.qq.com) or %s (cross-border, apihk.mch.weixin.qq.com)",
+			spec.Region, certs.RegionMainland, certs.RegionGlobal)
+	}
+	if a.APIBaseURL != "" {
+		if err := certs.CheckBaseURL(a.APIBaseURL); err != nil {
+			bad("api_base_url", "%v", err)
+		}
 	}
 	switch {
 	case a.PublicKeyID != "" && spec.PublicKeyFile == "":

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxpay-events/wxpay-events/internal/certs"
 	"github.com/wxpay-events/wxpay-events/internal/config"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 )
@@ -222,5 +223,97 @@ func TestAccountsFile(t *testing.T) {
 	_, err = config.LoadReceiver(nil, envOf(map[string]string{"WECHATPAY_ACCOUNTS_FILE": typo}), io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "public_key_fil") {
 		t.Fatalf("a misspelt field must be an error: %v", err)
+	}
+}
+
+// Accounts that download platform certificates say where from: a region (mainland by default, global for
+// cross-border merchants) and optionally an API host of their own; both are checked and named.
+func TestRegionAndAPIBaseURL(t *testing.T) {
+	p, f := setup(t)
+	d := t.TempDir()
+	keyFile, err := p.WriteMerchantKey(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := p.Merchant()
+	download := map[string]string{
+		"WECHATPAY_MCHID": p.MchID, "WECHATPAY_PRIVATE_KEY_FILE": keyFile, "WECHATPAY_CERT_SERIAL": m.CertSerial,
+		"WECHATPAY_APIV3_KEY_FILE": f.APIv3KeyFile,
+	}
+	with := func(extra map[string]string) map[string]string {
+		env := map[string]string{}
+		for k, v := range download {
+			env[k] = v
+		}
+		for k, v := range extra {
+			env[k] = v
+		}
+		return env
+	}
+
+	c, err := config.LoadReceiver(nil, envOf(download), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Accounts[0]; a.Region != certs.RegionMainland || a.APIBaseURL != "" || a.PrivateKey == nil || len(a.APIv3Key) != 32 {
+		t.Fatalf("defaults: region %q, base %q", a.Region, a.APIBaseURL)
+	}
+	c, err = config.LoadReceiver(nil, envOf(with(map[string]string{"WECHATPAY_REGION": "global", "WECHATPAY_API_BASE_URL": "http://127.0.0.1:8443"})), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Accounts[0]; a.Region != certs.RegionGlobal || a.APIBaseURL != "http://127.0.0.1:8443" {
+		t.Fatalf("env: region %q, base %q", a.Region, a.APIBaseURL)
+	}
+
+	for _, bad := range []struct{ env, value, want string }{
+		{"WECHATPAY_REGION", "hongkong", `"hongkong" is not a region`},
+		{"WECHATPAY_API_BASE_URL", "apihk.mch.weixin.qq.com", "not an absolute http(s) URL"},
+		{"WECHATPAY_API_BASE_URL", "ftp://apihk.mch.weixin.qq.com", "not an absolute http(s) URL"},
+		{"WECHATPAY_API_BASE_URL", "https://apihk.mch.weixin.qq.com/v3/global", "scheme://host[:port] only"},
+	} {
+		_, err := config.LoadReceiver(nil, envOf(with(map[string]string{bad.env: bad.value})), io.Discard)
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), bad.env+": ") || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s=%s: %v, want an error naming %s and saying %q", bad.env, bad.value, err, bad.env, bad.want)
+		}
+	}
+
+	path := filepath.Join(d, "accounts.yaml")
+	yaml := fmt.Sprintf(`accounts:
+  - mchid: "%s"
+    apiv3_key_file: %s
+    private_key_file: %s
+    cert_serial: %s
+    region: global
+    api_base_url: https://egress.internal:8443
+  - mchid: "1900000200"
+    apiv3_key_file: %s
+    private_key_file: %s
+    cert_serial: %s
+    region: moon
+    api_base_url: /relative
+`, p.MchID, f.APIv3KeyFile, keyFile, m.CertSerial, f.APIv3KeyFile, keyFile, m.CertSerial)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = config.LoadReceiver(nil, envOf(map[string]string{"WECHATPAY_ACCOUNTS_FILE": path}), io.Discard)
+	for _, w := range []string{"accounts[1].region", "accounts[1].api_base_url"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not mention %q: %v", w, err)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "accounts[0]") {
+		t.Errorf("the good account is blamed: %v", err)
+	}
+	good := strings.SplitAfter(yaml, "egress.internal:8443\n")[0]
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err = config.LoadReceiver(nil, envOf(map[string]string{"WECHATPAY_ACCOUNTS_FILE": path}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Accounts[0]; a.Region != certs.RegionGlobal || a.APIBaseURL != "https://egress.internal:8443" {
+		t.Fatalf("YAML: region %q, base %q", a.Region, a.APIBaseURL)
 	}
 }

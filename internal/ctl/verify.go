@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/wxpay-events/wxpay-events/internal/config"
@@ -77,16 +78,17 @@ or WECHATPAY_ACCOUNTS_FILE).`,
 			if now != 0 {
 				clock = func() time.Time { return time.Unix(now, 0) }
 			}
-			vs, mgr, err := receiver.BuildVerifiers(cmd.Context(), cfg.Accounts, verify.WithClock(clock), verify.WithMaxSkew(cfg.MaxSkew))
-			if mgr != nil {
-				defer mgr.Stop()
-			}
+			// Certificates are downloaded now, whatever --now says; only warnings reach stderr.
+			certLog := zerolog.New(g.env.Stderr).Level(zerolog.WarnLevel)
+			keys, err := receiver.BuildVerifiers(cmd.Context(), cfg.Accounts, receiver.CertOptions{Log: certLog},
+				verify.WithClock(clock), verify.WithMaxSkew(cfg.MaxSkew))
 			if err != nil {
 				return runtime(err)
 			}
-			v, ok := vs[mchid]
+			defer keys.Stop()
+			v, ok := keys.ByMchID[mchid]
 			if !ok {
-				return failed(fmt.Errorf("merchant %s is not configured (configured: %d account(s))", mchid, len(vs)))
+				return failed(fmt.Errorf("merchant %s is not configured (configured: %d account(s))", mchid, len(keys.ByMchID)))
 			}
 			h := verify.HeadersFrom(hdr)
 			res := verifyResult{OK: true, MchID: mchid, Serial: h.Serial}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -13,10 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
-	"github.com/wechatpay-apiv3/wechatpay-go/core/downloader"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wxpay-events/wxpay-events/internal/admin"
+	"github.com/wxpay-events/wxpay-events/internal/certs"
 	"github.com/wxpay-events/wxpay-events/internal/config"
 	"github.com/wxpay-events/wxpay-events/internal/logging"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
@@ -33,14 +35,15 @@ type Receiver struct {
 	adminLn  net.Listener
 	handler  *Handler
 	registry *prometheus.Registry
-	certMgr  *downloader.CertificateDownloaderMgr
+	keys     *Verifiers
 }
 
 // Deps lets the all-in-one dev mode and tests hand in what they already have.
 type Deps struct {
 	// InProcess connects to an embedded NATS server without a socket.
 	InProcess nats.InProcessConnProvider
-	// Clock replaces time.Now in signature verification.
+	// Clock replaces time.Now in signature verification and in the platform certificates' refresh (its
+	// rate limit and the download's timestamp check).
 	Clock func() time.Time
 }
 
@@ -164,8 +167,8 @@ func (r *Receiver) close() {
 	if r.adminLn != nil {
 		_ = r.adminLn.Close()
 	}
-	if r.certMgr != nil {
-		r.certMgr.Stop()
+	if r.keys != nil {
+		r.keys.Stop()
 	}
 	if r.nc != nil && !r.nc.IsClosed() {
 		r.nc.Close()
@@ -178,43 +181,94 @@ func (r *Receiver) buildVerifiers(ctx context.Context, clock func() time.Time) (
 	if clock != nil {
 		opts = append(opts, verify.WithClock(clock))
 	}
-	vs, mgr, err := BuildVerifiers(ctx, r.cfg.Accounts, opts...)
-	r.certMgr = mgr
+	keys, err := BuildVerifiers(ctx, r.cfg.Accounts, CertOptions{Log: r.log, Metrics: certs.NewMetrics(r.registry), Clock: clock}, opts...)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string]Verifier, len(vs))
-	for id, v := range vs {
+	r.keys = keys
+	out := make(map[string]Verifier, len(keys.ByMchID))
+	for id, v := range keys.ByMchID {
 		out[id] = v
 	}
 	return out, nil
 }
 
+// CertOptions say how accounts with a merchant private key download their platform certificates.
+type CertOptions struct {
+	Log zerolog.Logger
+	// Metrics, optional, counts the downloads.
+	Metrics *certs.Metrics
+	// Interval of the periodic refresh; 0 means certs.DefaultInterval.
+	Interval time.Duration
+	// Clock replaces time.Now in the downloaders (rate limit, answer timestamps, expiry); nil is time.Now.
+	// It is not the verifiers' clock: wxpayctl verify checks a capture at its own time but downloads now.
+	Clock func() time.Time
+	// HTTPClient, optional, sends the download requests.
+	HTTPClient *http.Client
+}
+
+// Verifiers are the accounts' verifiers, by merchant id, and the certificate downloaders behind those
+// configured with a merchant private key. Stop ends the downloaders' refreshes.
+type Verifiers struct {
+	ByMchID     map[string]*verify.Verifier
+	Downloaders map[string]*certs.Downloader
+}
+
+// Stop stops every downloader; a nil *Verifiers is fine.
+func (v *Verifiers) Stop() {
+	if v == nil {
+		return
+	}
+	for _, d := range v.Downloaders {
+		d.Stop()
+	}
+}
+
 // BuildVerifiers makes one verifier per account. Accounts with a merchant private key download their
-// platform certificates from WeChat Pay (wechatpay-go's downloader, refreshed every 24 h) in addition to
-// any static certificates and public key; the returned manager (nil when none does) must be stopped.
-func BuildVerifiers(ctx context.Context, accounts []config.Account, opts ...verify.Option) (map[string]*verify.Verifier, *downloader.CertificateDownloaderMgr, error) {
-	var mgr *downloader.CertificateDownloaderMgr
-	out := make(map[string]*verify.Verifier, len(accounts))
+// platform certificates from WeChat Pay in their region (in parallel, failing when any first download
+// fails, naming the account), refresh them periodically and on an unknown serial, and verify with them in
+// addition to any static certificates and public key. The result must be stopped.
+func BuildVerifiers(ctx context.Context, accounts []config.Account, co CertOptions, opts ...verify.Option) (*Verifiers, error) {
+	out := &Verifiers{ByMchID: make(map[string]*verify.Verifier, len(accounts)), Downloaders: map[string]*certs.Downloader{}}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	for _, a := range accounts {
+		if a.PrivateKey == nil {
+			continue
+		}
+		g.Go(func() error {
+			d, err := certs.Start(gctx, certs.Options{
+				MchID: a.MchID, PrivateKey: a.PrivateKey, CertSerial: a.CertSerial, APIv3Key: a.APIv3Key,
+				Region: a.Region, BaseURL: a.APIBaseURL, Interval: co.Interval, HTTPClient: co.HTTPClient,
+				Clock: co.Clock, Log: co.Log, Metrics: co.Metrics,
+			})
+			if err != nil {
+				return fmt.Errorf("%s (merchant %s): download platform certificates: %w", a.Origin, a.MchID, err)
+			}
+			mu.Lock()
+			out.Downloaders[a.MchID] = d
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		out.Stop()
+		return nil, err
+	}
 	for _, a := range accounts {
 		ks := a.KeySet()
-		if a.PrivateKey != nil {
-			if mgr == nil {
-				mgr = downloader.NewCertificateDownloaderMgr(context.WithoutCancel(ctx))
-			}
-			if err := mgr.RegisterDownloaderWithPrivateKey(ctx, a.PrivateKey, a.CertSerial, a.MchID, string(a.APIv3Key)); err != nil {
-				// The SDK's error may quote WeChat's response; it carries no key material.
-				return nil, mgr, fmt.Errorf("%s: download platform certificates from WeChat Pay: %w", a.Origin, err)
-			}
-			ks.Certificates = unionGetter{mgr.GetCertificateVisitor(a.MchID), ks.Certificates}
+		if d, ok := out.Downloaders[a.MchID]; ok {
+			ks.Certificates = unionGetter{d, ks.Certificates}
+			ks.Refresher = d
 		}
 		v, err := verify.New(ks, opts...)
 		if err != nil {
-			return nil, mgr, fmt.Errorf("%s: %w", a.Origin, err)
+			out.Stop()
+			return nil, fmt.Errorf("%s: %w", a.Origin, err)
 		}
-		out[a.MchID] = v
+		out.ByMchID[a.MchID] = v
 	}
-	return out, mgr, nil
+	return out, nil
 }
 
 // unionGetter looks a serial up in the downloaded certificates, then in the static ones.

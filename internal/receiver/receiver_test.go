@@ -51,23 +51,30 @@ func start(t *testing.T, extraEnv map[string]string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := natstest.Start(t)
 	env := p.Env(files)
 	delete(env, "WECHATPAY_APIV3_KEY_FILE") // the receiver must run without the decryption key
-	env["NATS_URL"] = ns.URL()
-	env["RECEIVER_ADDR"] = "127.0.0.1:0"
-	env["ADMIN_ADDR"] = "127.0.0.1:0"
 	for k, v := range extraEnv {
 		env[k] = v
 	}
+	return startWith(t, p, env, receiver.Deps{})
+}
+
+// startWith runs a real receiver for p's merchant, configured by env, against an embedded JetStream server.
+func startWith(t *testing.T, p *wechatsim.Platform, env map[string]string, deps receiver.Deps) *harness {
+	t.Helper()
+	ns := natstest.Start(t)
+	env["NATS_URL"] = ns.URL()
+	env["RECEIVER_ADDR"] = "127.0.0.1:0"
+	env["ADMIN_ADDR"] = "127.0.0.1:0"
 	cfg, err := config.LoadReceiver(nil, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &pipelinetest.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
-	r, err := receiver.New(ctx, cfg, zerolog.New(logs), receiver.Deps{})
+	r, err := receiver.New(ctx, cfg, zerolog.New(logs), deps)
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	h := &harness{

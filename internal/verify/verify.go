@@ -44,6 +44,11 @@ const ProbePrefix = "WECHATPAY/SIGNTEST/"
 // DefaultMaxSkew is the largest accepted distance between Wechatpay-Timestamp and the local clock.
 const DefaultMaxSkew = 300 * time.Second
 
+// DefaultRefreshWait bounds how long one notification waits for an on-demand certificate refresh. WeChat
+// Pay wants an answer within 5 s and the store may take 2 more; a refresh that takes longer still completes
+// in the background and serves WeChat's next retry (15 s later).
+const DefaultRefreshWait = 1500 * time.Millisecond
+
 // Sentinel errors, one per check. Use Reason to turn them into a metric/log label.
 var (
 	ErrMissingHeader            = errors.New("verify: missing header")
@@ -106,8 +111,17 @@ type KeySet struct {
 	PublicKeyID string
 	PublicKey   *rsa.PublicKey
 	// Certificates are the platform certificates, looked up by their upper-case hex serial. It may be a
-	// static map or wechatpay-go's downloader, which refreshes the certificates in the background.
+	// static map or a downloader that refreshes the certificates in the background.
 	Certificates core.CertificateGetter
+	// Refresher, optional, re-downloads Certificates when a well-formed notification names a serial they
+	// do not hold: WeChat Pay may start signing with a new certificate before the periodic refresh.
+	Refresher Refresher
+}
+
+// Refresher brings the platform certificates up to date now. It must limit its own rate (an unknown serial
+// costs an attacker nothing) and return once ctx ends.
+type Refresher interface {
+	Refresh(ctx context.Context) error
 }
 
 // StaticCertificates makes a CertificateGetter of fixed platform certificates, keyed by serial as WeChat
@@ -131,20 +145,31 @@ func WithMaxSkew(d time.Duration) Option {
 	}
 }
 
+// WithRefreshWait bounds the wait for an on-demand certificate refresh; 0 keeps DefaultRefreshWait.
+func WithRefreshWait(d time.Duration) Option {
+	return func(v *Verifier) {
+		if d > 0 {
+			v.refreshWait = d
+		}
+	}
+}
+
 // Verifier verifies the notifications of one merchant account. It is safe for concurrent use.
 type Verifier struct {
-	pubID   string
-	pub     *verifiers.SHA256WithRSAPubkeyVerifier
-	certs   core.CertificateGetter
-	certVer *verifiers.SHA256WithRSAVerifier
-	now     func() time.Time
-	maxSkew time.Duration
+	pubID       string
+	pub         *verifiers.SHA256WithRSAPubkeyVerifier
+	certs       core.CertificateGetter
+	certVer     *verifiers.SHA256WithRSAVerifier
+	refresher   Refresher
+	refreshWait time.Duration
+	now         func() time.Time
+	maxSkew     time.Duration
 }
 
 // New builds a Verifier for ks. It fails with ErrNoKeys when ks holds no key at all: a verifier that
 // accepts nothing is a configuration mistake, and one that accepts everything must never exist.
 func New(ks KeySet, opts ...Option) (*Verifier, error) {
-	v := &Verifier{now: time.Now, maxSkew: DefaultMaxSkew}
+	v := &Verifier{now: time.Now, maxSkew: DefaultMaxSkew, refreshWait: DefaultRefreshWait}
 	if ks.PublicKey != nil {
 		if ks.PublicKeyID == "" {
 			return nil, fmt.Errorf("verify: public key without its id: %w", ErrNoKeys)
@@ -155,6 +180,7 @@ func New(ks KeySet, opts ...Option) (*Verifier, error) {
 	if ks.Certificates != nil {
 		v.certs = ks.Certificates
 		v.certVer = verifiers.NewSHA256WithRSAVerifier(ks.Certificates)
+		v.refresher = ks.Refresher
 	}
 	if v.pub == nil && v.certs == nil {
 		return nil, ErrNoKeys
@@ -182,8 +208,10 @@ func (v *Verifier) Serials(ctx context.Context) []string {
 
 // Verify checks one notification. The checks run in this order, and the first that fails is returned,
 // wrapped around its sentinel: headers present, signature type, timestamp format and skew, probe prefix,
-// serial known, base64, RSA signature. Error texts carry at most the serial and the timestamp, never the
-// body or the signature.
+// serial known, base64, RSA signature. When the serial is unknown but looks like a certificate serial and
+// the signature is base64, the KeySet's Refresher (if any) is asked once, for at most the refresh wait, and
+// the serial looked up again. Error texts carry at most the serial and the timestamp, never the body or
+// the signature.
 func (v *Verifier) Verify(ctx context.Context, h Headers, body []byte) error {
 	for _, hv := range []struct{ name, value string }{
 		{HeaderTimestamp, h.Timestamp}, {HeaderNonce, h.Nonce}, {HeaderSignature, h.Signature}, {HeaderSerial, h.Serial},
@@ -206,11 +234,17 @@ func (v *Verifier) Verify(ctx context.Context, h Headers, body []byte) error {
 		return ErrProbe
 	}
 	sv, serial := v.pick(ctx, h.Serial)
-	if sv == nil {
-		return fmt.Errorf("%w: %q is neither the public key id nor a platform certificate serial of this account (configured: %s)",
-			ErrUnknownSerial, clip(h.Serial), strings.Join(v.Serials(ctx), ", "))
+	_, b64err := base64.StdEncoding.DecodeString(h.Signature)
+	refreshed := ""
+	if sv == nil && v.refresher != nil && b64err == nil && looksLikeCertSerial(h.Serial) {
+		refreshed = v.refresh(ctx)
+		sv, serial = v.pick(ctx, h.Serial)
 	}
-	if _, err := base64.StdEncoding.DecodeString(h.Signature); err != nil {
+	if sv == nil {
+		return fmt.Errorf("%w: %q is neither the public key id nor a platform certificate serial of this account (configured: %s)%s",
+			ErrUnknownSerial, clip(h.Serial), strings.Join(v.Serials(ctx), ", "), refreshed)
+	}
+	if b64err != nil {
 		return ErrBadBase64
 	}
 	// The signed message is exactly three lines: timestamp, nonce, raw body, each ending in "\n". It is
@@ -228,6 +262,31 @@ func (v *Verifier) Verify(ctx context.Context, h Headers, body []byte) error {
 		return fmt.Errorf("%w (serial %s)", ErrSignatureMismatch, serial)
 	}
 	return nil
+}
+
+// refresh asks the Refresher for fresh certificates within the refresh wait and says how that went, for
+// the error text. The Refresher logs its own failures; here they only explain this one rejection.
+func (v *Verifier) refresh(ctx context.Context) string {
+	rctx, cancel := context.WithTimeout(ctx, v.refreshWait)
+	defer cancel()
+	if err := v.refresher.Refresh(rctx); err != nil {
+		return "; certificate refresh: " + err.Error()
+	}
+	return "; certificates refreshed, still unknown"
+}
+
+// looksLikeCertSerial: platform certificate serials are hex. A public key id or anything else cannot be
+// cured by downloading certificates, so it triggers no refresh.
+func looksLikeCertSerial(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
 }
 
 type sdkVerifier interface {

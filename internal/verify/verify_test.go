@@ -2,12 +2,14 @@ package verify_test
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -323,5 +325,140 @@ func BenchmarkVerify(b *testing.B) {
 		if err := ver.Verify(context.Background(), h, n.Body); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// mutableCerts is a CertificateGetter whose certificates a refresh can add to.
+type mutableCerts struct {
+	mu sync.Mutex
+	m  map[string]*x509.Certificate
+}
+
+func (c *mutableCerts) Get(_ context.Context, serial string) (*x509.Certificate, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	x, ok := c.m[serial]
+	return x, ok
+}
+
+func (c *mutableCerts) GetAll(context.Context) map[string]*x509.Certificate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]*x509.Certificate{}
+	for k, v := range c.m {
+		out[k] = v
+	}
+	return out
+}
+
+func (c *mutableCerts) GetNewestSerial(context.Context) string { return "" }
+
+func (c *mutableCerts) add(serial string, x *x509.Certificate) {
+	c.mu.Lock()
+	c.m[serial] = x
+	c.mu.Unlock()
+}
+
+// fakeRefresher counts calls and does what the test says.
+type fakeRefresher struct {
+	calls atomic.Int32
+	do    func(ctx context.Context) error
+}
+
+func (f *fakeRefresher) Refresh(ctx context.Context) error {
+	f.calls.Add(1)
+	return f.do(ctx)
+}
+
+// An unknown certificate serial on a well-formed notification asks the Refresher once and looks again;
+// nothing that is malformed, stale, a probe or a public key id does.
+func TestUnknownSerialRefreshesOnce(t *testing.T) {
+	p, _ := testPlatforms(t)
+	now := time.Unix(1_800_000_000, 0)
+	pc := *p
+	pc.Now = func() time.Time { return now }
+	cert, serial, err := verify.LoadCertificatePEM(pc.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(o wechatsim.Options) wechatsim.Notification {
+		o.Key = wechatsim.SignWithCertificate
+		n, err := pc.Build("TRANSACTION.SUCCESS", []byte(`{}`), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	errRateLimited := errors.New("rate-limited for test")
+	cases := []struct {
+		name      string
+		n         wechatsim.Notification
+		mutate    func(h http.Header)
+		refresh   func(certs *mutableCerts) func(context.Context) error
+		known     bool
+		want      error
+		wantCalls int32
+		wantText  string
+	}{
+		{name: "known serial", n: build(wechatsim.Options{}), known: true},
+		{name: "refresh brings the certificate", n: build(wechatsim.Options{}),
+			refresh: func(c *mutableCerts) func(context.Context) error {
+				return func(context.Context) error { c.add(serial, cert); return nil }
+			}, wantCalls: 1},
+		{name: "refresh brings nothing new", n: build(wechatsim.Options{}),
+			want: verify.ErrUnknownSerial, wantCalls: 1, wantText: "certificates refreshed, still unknown"},
+		{name: "refresh refused", n: build(wechatsim.Options{}),
+			refresh: func(*mutableCerts) func(context.Context) error {
+				return func(context.Context) error { return errRateLimited }
+			}, want: verify.ErrUnknownSerial, wantCalls: 1, wantText: "rate-limited for test"},
+		{name: "refresh takes too long", n: build(wechatsim.Options{}),
+			refresh: func(*mutableCerts) func(context.Context) error {
+				return func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+			}, want: verify.ErrUnknownSerial, wantCalls: 1, wantText: "deadline exceeded"},
+		{name: "probe", n: build(wechatsim.Options{Probe: true}), want: verify.ErrProbe},
+		{name: "stale", n: build(wechatsim.Options{Timestamp: now.Add(-10 * time.Minute)}), want: verify.ErrStaleTimestamp},
+		{name: "missing nonce", n: build(wechatsim.Options{}), mutate: func(h http.Header) { h.Del("Wechatpay-Nonce") },
+			want: verify.ErrMissingHeader},
+		{name: "public key id", n: build(wechatsim.Options{}), mutate: func(h http.Header) { h.Set("Wechatpay-Serial", "PUB_KEY_ID_0123") },
+			want: verify.ErrUnknownSerial},
+		{name: "serial not hex", n: build(wechatsim.Options{}), mutate: func(h http.Header) { h.Set("Wechatpay-Serial", "../../etc") },
+			want: verify.ErrUnknownSerial},
+		{name: "signature not base64", n: build(wechatsim.Options{}), mutate: func(h http.Header) { h.Set("Wechatpay-Signature", "not*base64") },
+			want: verify.ErrUnknownSerial},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			certs := &mutableCerts{m: map[string]*x509.Certificate{}}
+			if c.known {
+				certs.add(serial, cert)
+			}
+			r := &fakeRefresher{do: func(context.Context) error { return nil }}
+			if c.refresh != nil {
+				r.do = c.refresh(certs)
+			}
+			v, err := verify.New(verify.KeySet{Certificates: certs, Refresher: r},
+				verify.WithClock(func() time.Time { return now }), verify.WithRefreshWait(50*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := c.n.Header.Clone()
+			if c.mutate != nil {
+				c.mutate(h)
+			}
+			began := time.Now()
+			err = v.Verify(context.Background(), verify.HeadersFrom(h), c.n.Body)
+			if took := time.Since(began); took > 2*time.Second {
+				t.Fatalf("Verify took %s", took)
+			}
+			if (c.want == nil && err != nil) || !errors.Is(err, c.want) {
+				t.Fatalf("Verify = %v, want %v", err, c.want)
+			}
+			if got := r.calls.Load(); got != c.wantCalls {
+				t.Fatalf("Refresh called %d times, want %d", got, c.wantCalls)
+			}
+			if c.wantText != "" && !strings.Contains(err.Error(), c.wantText) {
+				t.Fatalf("error %q does not say %q", err, c.wantText)
+			}
+		})
 	}
 }

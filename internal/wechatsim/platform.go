@@ -16,6 +16,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -23,10 +24,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
 // Platform is one merchant's view of WeChat Pay: the keys WeChat signs with and the merchant's APIv3 key.
+//
+// Key backs both the WeChat Pay public key (PublicKeyID, PublicPEM) and the first platform certificate
+// (Cert, CertSerial, CertPEM). RotateCertificate issues further certificates with keys of their own, as
+// WeChat Pay does every few years; those are reached through Certificates, and SignWithCertificate signs
+// with the newest. The exported fields never change after construction, so a Platform shared by tests
+// stays consistent; rotation state lives behind a pointer, shared by copies of the Platform.
 type Platform struct {
 	MchID       string
 	Key         *rsa.PrivateKey
@@ -39,6 +47,37 @@ type Platform struct {
 	APIv3Key    []byte
 	// Now is the clock that stamps Wechatpay-Timestamp; time.Now when nil.
 	Now func() time.Time
+
+	state *platformState
+}
+
+// PlatformCert is one platform certificate with the key WeChat Pay signs with under its serial.
+type PlatformCert struct {
+	Key    *rsa.PrivateKey
+	Cert   *x509.Certificate
+	Serial string
+	PEM    []byte
+}
+
+// Merchant is the merchant's own API key pair (apiclient_key.pem and the serial of apiclient_cert.pem),
+// with which the merchant signs its requests to WeChat Pay, such as the certificate download.
+type Merchant struct {
+	Key        *rsa.PrivateKey
+	CertSerial string
+	KeyPEM     []byte
+}
+
+type platformState struct {
+	mu    sync.Mutex
+	certs []PlatformCert // oldest first
+
+	merchantOnce sync.Once
+	merchant     *Merchant
+	merchantErr  error
+}
+
+func (p *Platform) initState() {
+	p.state = &platformState{certs: []PlatformCert{{Key: p.Key, Cert: p.Cert, Serial: p.CertSerial, PEM: p.CertPEM}}}
 }
 
 // NewPlatform generates a fresh platform for mchid: a 2048-bit RSA key, a self-signed certificate with a
@@ -52,22 +91,7 @@ func NewPlatform(mchid string) (*Platform, error) {
 }
 
 func platformFromKey(mchid string, key *rsa.PrivateKey, apiV3Key string) (*Platform, error) {
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 159))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "Tenpay.com sign (wxpay-events simulator)", Organization: []string{"wechatsim"}},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(5 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, fmt.Errorf("wechatsim: certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
+	pc, err := issueCertificate(key, time.Now().Add(-time.Hour))
 	if err != nil {
 		return nil, err
 	}
@@ -75,18 +99,168 @@ func platformFromKey(mchid string, key *rsa.PrivateKey, apiV3Key string) (*Platf
 	if err != nil {
 		return nil, err
 	}
-	return &Platform{
+	p := &Platform{
 		MchID:       mchid,
 		Key:         key,
-		Cert:        cert,
-		CertSerial:  fmt.Sprintf("%X", cert.SerialNumber.Bytes()),
-		CertPEM:     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		Cert:        pc.Cert,
+		CertSerial:  pc.Serial,
+		CertPEM:     pc.PEM,
 		PublicKeyID: "PUB_KEY_ID_" + strings.ToUpper(randomHex(16)),
 		PublicPEM:   pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix}),
 		PrivatePEM:  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
 		APIv3Key:    []byte(apiV3Key),
+	}
+	p.initState()
+	return p, nil
+}
+
+// issueCertificate makes a self-signed platform certificate for key with a random 160-bit serial, valid
+// five years from notBefore.
+func issueCertificate(key *rsa.PrivateKey, notBefore time.Time) (PlatformCert, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 159))
+	if err != nil {
+		return PlatformCert{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "Tenpay.com sign (wxpay-events simulator)", Organization: []string{"wechatsim"}},
+		NotBefore:    notBefore,
+		NotAfter:     notBefore.Add(5 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return PlatformCert{}, fmt.Errorf("wechatsim: certificate: %w", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return PlatformCert{}, err
+	}
+	return PlatformCert{
+		Key:    key,
+		Cert:   cert,
+		Serial: fmt.Sprintf("%X", cert.SerialNumber.Bytes()),
+		PEM:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 	}, nil
 }
+
+// Certificates lists the platform certificates WeChat Pay currently serves for this merchant, oldest first.
+func (p *Platform) Certificates() []PlatformCert {
+	if p.state == nil {
+		return []PlatformCert{{Key: p.Key, Cert: p.Cert, Serial: p.CertSerial, PEM: p.CertPEM}}
+	}
+	p.state.mu.Lock()
+	defer p.state.mu.Unlock()
+	return append([]PlatformCert(nil), p.state.certs...)
+}
+
+// RotateCertificate issues a new platform certificate with a new key, as WeChat Pay does before the
+// current one expires: from now on both are served by the certificate API and SignWithCertificate signs
+// with the new one, until RetireCertificate drops the old.
+func (p *Platform) RotateCertificate() (PlatformCert, error) {
+	if p.state == nil {
+		return PlatformCert{}, errNoState
+	}
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return PlatformCert{}, fmt.Errorf("wechatsim: generate key: %w", err)
+	}
+	p.state.mu.Lock()
+	newest := p.state.certs[len(p.state.certs)-1]
+	p.state.mu.Unlock()
+	// A later NotBefore makes the new certificate the newest by the rule clients use; certificates keep
+	// whole seconds.
+	notBefore := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if !notBefore.After(newest.Cert.NotBefore) {
+		notBefore = newest.Cert.NotBefore.Add(time.Second)
+	}
+	pc, err := issueCertificate(key, notBefore)
+	if err != nil {
+		return PlatformCert{}, err
+	}
+	p.state.mu.Lock()
+	p.state.certs = append(p.state.certs, pc)
+	p.state.mu.Unlock()
+	return pc, nil
+}
+
+// RetireCertificate stops serving the certificate with this serial (the end of a rotation's overlap).
+// The last certificate cannot be retired.
+func (p *Platform) RetireCertificate(serial string) error {
+	if p.state == nil {
+		return errNoState
+	}
+	p.state.mu.Lock()
+	defer p.state.mu.Unlock()
+	for i, c := range p.state.certs {
+		if c.Serial == serial {
+			if len(p.state.certs) == 1 {
+				return fmt.Errorf("wechatsim: %s is the only platform certificate", serial)
+			}
+			p.state.certs = append(p.state.certs[:i:i], p.state.certs[i+1:]...)
+			return nil
+		}
+	}
+	return fmt.Errorf("wechatsim: no platform certificate %s", serial)
+}
+
+// signingCert is the certificate that signs under serial, or the newest when serial is empty.
+func (p *Platform) signingCert(serial string) (PlatformCert, error) {
+	all := p.Certificates()
+	if serial == "" {
+		return all[len(all)-1], nil
+	}
+	for _, c := range all {
+		if c.Serial == serial {
+			return c, nil
+		}
+	}
+	return PlatformCert{}, fmt.Errorf("wechatsim: no platform certificate %s", serial)
+}
+
+// Merchant returns the merchant's API key pair, generated on first use (most simulations never download
+// certificates, and RSA key generation is slow).
+func (p *Platform) Merchant() (*Merchant, error) {
+	if p.state == nil {
+		return nil, errNoState
+	}
+	st := p.state
+	st.merchantOnce.Do(func() {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			st.merchantErr = fmt.Errorf("wechatsim: generate merchant key: %w", err)
+			return
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			st.merchantErr = fmt.Errorf("wechatsim: merchant key: %w", err)
+			return
+		}
+		st.merchant = &Merchant{
+			Key:        key,
+			CertSerial: strings.ToUpper(randomHex(20)),
+			// PKCS#8, as in the apiclient_key.pem WeChat Pay's certificate tool writes.
+			KeyPEM: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+		}
+	})
+	return st.merchant, st.merchantErr
+}
+
+// WriteMerchantKey writes the merchant's API private key (apiclient_key.pem) into dir, 0600, and returns
+// its path, for a configuration's private_key_file.
+func (p *Platform) WriteMerchantKey(dir string) (string, error) {
+	m, err := p.Merchant()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, p.MchID+"-apiclient-key.pem")
+	if err := os.WriteFile(path, m.KeyPEM, 0o600); err != nil {
+		return "", fmt.Errorf("wechatsim: %w", err)
+	}
+	return path, nil
+}
+
+var errNoState = errors.New("wechatsim: platform not made by NewPlatform or LoadPlatform")
 
 // Files are the paths WriteFiles wrote.
 type Files struct {
@@ -150,6 +324,9 @@ type Options struct {
 	OriginalType, AssociatedData string
 	CreateTime                   string // envelope create_time; the timestamp in +08:00 when empty
 	Summary                      string
+	// CertSerial picks the platform certificate that signs, with Key SignWithCertificate; the newest when
+	// empty. An older one signs what WeChat Pay sent during a rotation's overlap.
+	CertSerial string
 }
 
 // Build encrypts plaintext for eventType and signs the envelope.
@@ -186,15 +363,39 @@ func (p *Platform) Build(eventType string, plaintext []byte, o Options) (Notific
 	if err != nil {
 		return Notification{}, err
 	}
-	h, err := p.Sign(body, ts, o.Key, o.Probe)
+	h, err := p.sign(body, ts, o.Key, o.Probe, o.CertSerial)
 	if err != nil {
 		return Notification{}, err
 	}
 	return Notification{ID: o.ID, EventType: eventType, Body: body, Header: h}, nil
 }
 
-// Sign returns the headers WeChat Pay sends with body at time ts.
+// Sign returns the headers WeChat Pay sends with body at time ts. SignWithCertificate signs with the
+// newest platform certificate.
 func (p *Platform) Sign(body []byte, ts time.Time, kind KeyKind, probe bool) (http.Header, error) {
+	return p.sign(body, ts, kind, probe, "")
+}
+
+func (p *Platform) sign(body []byte, ts time.Time, kind KeyKind, probe bool, certSerial string) (http.Header, error) {
+	key, serial := p.Key, p.PublicKeyID
+	if kind == SignWithCertificate {
+		pc, err := p.signingCert(certSerial)
+		if err != nil {
+			return nil, err
+		}
+		key, serial = pc.Key, pc.Serial
+	}
+	h, err := signHeaders(key, serial, body, ts, probe)
+	if err != nil {
+		return nil, err
+	}
+	h.Set("Content-Type", "application/json")
+	return h, nil
+}
+
+// signHeaders makes the Wechatpay-* headers (and Request-ID) of a message WeChat Pay signs with key under
+// serial: notifications and API answers are signed the same way.
+func signHeaders(key *rsa.PrivateKey, serial string, body []byte, ts time.Time, probe bool) (http.Header, error) {
 	stamp := strconv.FormatInt(ts.Unix(), 10)
 	nonce := randomHex(16)
 	var sig string
@@ -202,18 +403,13 @@ func (p *Platform) Sign(body []byte, ts time.Time, kind KeyKind, probe bool) (ht
 		sig = "WECHATPAY/SIGNTEST/" + base64.StdEncoding.EncodeToString([]byte(randomToken(96)))
 	} else {
 		digest := sha256.Sum256([]byte(stamp + "\n" + nonce + "\n" + string(body) + "\n"))
-		raw, err := rsa.SignPKCS1v15(rand.Reader, p.Key, crypto.SHA256, digest[:])
+		raw, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
 		if err != nil {
 			return nil, fmt.Errorf("wechatsim: sign: %w", err)
 		}
 		sig = base64.StdEncoding.EncodeToString(raw)
 	}
-	serial := p.PublicKeyID
-	if kind == SignWithCertificate {
-		serial = p.CertSerial
-	}
 	h := http.Header{}
-	h.Set("Content-Type", "application/json")
 	h.Set("Wechatpay-Nonce", nonce)
 	h.Set("Wechatpay-Timestamp", stamp)
 	h.Set("Wechatpay-Serial", serial)

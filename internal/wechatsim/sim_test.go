@@ -3,6 +3,7 @@ package wechatsim_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -15,6 +16,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wechatpay-apiv3/wechatpay-go/core"
+	"github.com/wechatpay-apiv3/wechatpay-go/core/option"
+	"github.com/wechatpay-apiv3/wechatpay-go/utils"
 
 	"github.com/wxpay-events/wxpay-events/internal/decrypt"
 	"github.com/wxpay-events/wxpay-events/internal/envelope"
@@ -273,4 +278,101 @@ func TestLoadIsOpenLoop(t *testing.T) {
 			t.Fatalf("%+v", res)
 		}
 	})
+}
+
+// The simulated certificate API answers wechatpay-go's own client as WeChat Pay would: the SDK signs the
+// request, checks the answer's signature with the platform certificates and decrypts each certificate with
+// the APIv3 key; a rotation serves both certificates and signs with the new one until the old is retired.
+func TestCertificateAPIWithTheSDK(t *testing.T) {
+	p, err := wechatsim.NewPlatform("1900000700")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := wechatsim.NewCertificateAPI(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	m, err := p.Merchant()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := p.RotateCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := core.NewClient(context.Background(), option.WithMerchantCredential(p.MchID, m.CertSerial, m.Key),
+		option.WithWechatPayCertificate([]*x509.Certificate{p.Cert, rotated.Cert}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := func(path string) map[string]string {
+		t.Helper()
+		res, err := client.Get(context.Background(), srv.URL+path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer res.Response.Body.Close()
+		if res.Response.Header.Get("Wechatpay-Serial") != rotated.Serial {
+			t.Fatalf("answer signed under %s, want the newest %s", res.Response.Header.Get("Wechatpay-Serial"), rotated.Serial)
+		}
+		var body struct {
+			Data []struct {
+				SerialNo           string `json:"serial_no"`
+				EffectiveTime      string `json:"effective_time"`
+				ExpireTime         string `json:"expire_time"`
+				EncryptCertificate struct {
+					Algorithm      string `json:"algorithm"`
+					Nonce          string `json:"nonce"`
+					AssociatedData string `json:"associated_data"`
+					Ciphertext     string `json:"ciphertext"`
+				} `json:"encrypt_certificate"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(res.Response.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, d := range body.Data {
+			ec := d.EncryptCertificate
+			if ec.Algorithm != "AEAD_AES_256_GCM" || ec.AssociatedData != "certificate" || len(ec.Nonce) != 12 ||
+				d.EffectiveTime == "" || d.ExpireTime == "" {
+				t.Fatalf("entry %+v is not shaped like WeChat Pay's", d)
+			}
+			plain, err := utils.DecryptAES256GCM(string(p.APIv3Key), ec.AssociatedData, ec.Nonce, ec.Ciphertext)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[d.SerialNo] = plain
+		}
+		return out
+	}
+	for _, path := range []string{wechatsim.CertificatesPath, wechatsim.GlobalCertificatesPath} {
+		got := list(path)
+		if len(got) != 2 || got[p.CertSerial] != string(p.CertPEM) || got[rotated.Serial] != string(rotated.PEM) {
+			t.Fatalf("GET %s listed %d certificates", path, len(got))
+		}
+	}
+	if err := p.RetireCertificate(p.CertSerial); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(wechatsim.CertificatesPath); len(got) != 1 || got[rotated.Serial] == "" {
+		t.Fatalf("after retiring the old certificate: %d listed", len(got))
+	}
+
+	// Another key under the merchant's serial: 401 with WeChat's error body.
+	bad, err := core.NewClient(context.Background(), option.WithMerchantCredential(p.MchID, m.CertSerial, p.Key), option.WithoutValidator())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bad.Get(context.Background(), srv.URL+wechatsim.CertificatesPath)
+	var apiErr *core.APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusUnauthorized || apiErr.Code != "SIGN_ERROR" || apiErr.Message == "" {
+		t.Fatalf("wrong key: %v", err)
+	}
+	reqs := api.Requests()
+	if len(reqs) != 4 || reqs[1].Path != wechatsim.GlobalCertificatesPath || reqs[3].Status != http.StatusUnauthorized {
+		t.Fatalf("requests = %+v", reqs)
+	}
 }

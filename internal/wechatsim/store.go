@@ -103,6 +103,7 @@ func LoadPlatform(dir, mchid string) (*Platform, Files, error) {
 		return nil, Files{}, fmt.Errorf("wechatsim: %s does not match %s", f.CertFile, f.PrivateKeyFile)
 	}
 	p.CertSerial = fmt.Sprintf("%X", p.Cert.SerialNumber.Bytes())
+	p.initState()
 	return p, f, nil
 }
 
