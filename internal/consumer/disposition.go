@@ -19,6 +19,8 @@ const (
 // Dead-letter reasons: the <reason> token of wechatpay.dlq.<reason>.<mchid> and the Dlq-Reason header.
 const (
 	reasonMalformed            = "malformed"
+	reasonInconsistent         = "inconsistent" // signed, but not what its event type claims (or not this merchant's)
+	reasonTooLarge             = "too_large"    // resource nested deeper or larger than an event may carry
 	reasonUnsupportedEventType = "unsupported_event_type"
 	reasonUnknownMerchant      = "unknown_merchant"
 	reasonDecryptFailed        = "decrypt_failed" // wrong APIv3 key or tampered ciphertext
@@ -36,6 +38,8 @@ var permanent = []struct {
 }{
 	{envelope.ErrMalformed, reasonMalformed},
 	{events.ErrMalformed, reasonMalformed},
+	{events.ErrInconsistent, reasonInconsistent},
+	{events.ErrTooLarge, reasonTooLarge},
 	{events.ErrUnsupportedEventType, reasonUnsupportedEventType},
 	{ErrUnknownMerchant, reasonUnknownMerchant},
 	{decrypt.ErrAuthentication, reasonDecryptFailed},

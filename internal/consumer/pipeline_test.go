@@ -263,6 +263,10 @@ func TestUnprocessableGoesToDLQWithReason(t *testing.T) {
 		{"unsupported_algorithm", resign(t, p, p.Build("REFUND.SUCCESS", plain, wechatsim.Options{}), func(env map[string]any) {
 			resource(env)["algorithm"] = "AEAD_SM4_GCM"
 		})},
+		// Signed by WeChat and well formed, but not a success, or not this merchant's.
+		{"inconsistent", p.Build("TRANSACTION.SUCCESS", bytes.Replace(samples.All()["TRANSACTION.SUCCESS"], []byte(`"SUCCESS"`), []byte(`"NOTPAID"`), 1), wechatsim.Options{})},
+		{"inconsistent", p.Build("REFUND.SUCCESS", bytes.Replace(plain, []byte(`"`+mchid+`"`), []byte(`"1900000999"`), 1), wechatsim.Options{})},
+		{"too_large", p.Build("VIOLATION.PUNISH", []byte(`{"record_id":"r1","x":`+strings.Repeat("[", 100)+strings.Repeat("]", 100)+`}`), wechatsim.Options{})},
 	}
 	byID := map[string]string{}
 	for _, c := range cases {

@@ -1,6 +1,7 @@
 package ctl_test
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"os"
@@ -34,10 +35,7 @@ func TestReplayMalformedAfterUpgrade(t *testing.T) {
 	// the stored notification, reason malformed. (dlqMessage is unchanged; only the mapping was.)
 	names := []string{"TRANSACTION.SUCCESS.parking", "TRANSACTION.FAIL.parking", "TRANSACTION.PAY_BACK.parking", "TRANSACTION.SUCCESS.combine"}
 	for i, name := range names {
-		plain, err := os.ReadFile(filepath.Join("..", "events", "testdata", "real", name+".json"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		plain := realSample(t, name)
 		eventType := name[:strings.LastIndex(name, ".")]
 		n := p.Build(eventType, plain, wechatsim.Options{})
 		inbound := topology.InboundSubject(pipelinetest.MchID, strings.ToLower(eventType))
@@ -86,7 +84,7 @@ func TestReplayMalformedAfterUpgrade(t *testing.T) {
 	r = ctlRun(t, url, "dlq", "replay", "--reason", "malformed")
 	mustCode(t, r, 0, "second replay")
 	for _, name := range names {
-		plain, _ := os.ReadFile(filepath.Join("..", "events", "testdata", "real", name+".json"))
+		plain := realSample(t, name)
 		if code := p.Post(p.Build(name[:strings.LastIndex(name, ".")], plain, wechatsim.Options{})); code != http.StatusNoContent {
 			t.Fatalf("%s: receiver answered %d", name, code)
 		}
@@ -98,4 +96,21 @@ func TestReplayMalformedAfterUpgrade(t *testing.T) {
 	if n := p.Count(topology.DLQStream); n != 0 {
 		t.Fatalf("DLQ holds %d after re-notification", n)
 	}
+}
+
+// realSample reads one of WeChat's published samples (internal/events/testdata/real) and addresses it to
+// the test merchant: the published samples name other merchants as service provider (sp_mchid) or
+// combined-payment initiator (combine_mchid, and its sub-order's mchid), which the consumer rightly
+// refuses for another account.
+func realSample(t *testing.T, name string) []byte {
+	t.Helper()
+	plain, err := os.ReadFile(filepath.Join("..", "events", "testdata", "real", name+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, published := range []string{"10000100", "1900000109"} {
+		plain = bytes.ReplaceAll(plain, []byte(`"sp_mchid": "`+published+`"`), []byte(`"sp_mchid": "`+pipelinetest.MchID+`"`))
+		plain = bytes.ReplaceAll(plain, []byte(`"combine_mchid": "`+published+`"`), []byte(`"combine_mchid": "`+pipelinetest.MchID+`"`))
+	}
+	return plain
 }

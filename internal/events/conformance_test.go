@@ -55,15 +55,20 @@ var extensionName = regexp.MustCompile(`^[a-z0-9]{1,20}$`)
 func TestCloudEventsConformance(t *testing.T) {
 	sch := cloudEventsSchema(t)
 	inputs := map[string][]byte{}
+	merchant := map[string]string{}
 	for name, b := range samples.All() {
 		inputs["simulator/"+name] = b
+		merchant["simulator/"+name] = mchID
 	}
 	for name, b := range realSamples(t) {
 		inputs["real/"+name] = b
+		merchant["real/"+name] = realWant[name].mchid
 	}
 	for _, name := range slices.Sorted(maps.Keys(inputs)) {
 		t.Run(name, func(t *testing.T) {
-			for _, e := range mustBuildAll(t, notification(samples.EventType(filepath.Base(name))), inputs[name]) {
+			n := notification(samples.EventType(filepath.Base(name)))
+			n.MchID = merchant[name]
+			for _, e := range mustBuildAll(t, n, inputs[name]) {
 				ce, err := e.CloudEvent()
 				if err != nil {
 					t.Fatal(err)

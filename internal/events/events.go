@@ -22,6 +22,29 @@ var (
 	// JSON type, a non-integer amount, an unparseable time, or a missing
 	// dedupe-key field. The wrapped message names the field, never its value.
 	ErrMalformed = errors.New("events: malformed notification")
+	// ErrInconsistent means a well-formed, correctly signed resource does not
+	// say what its event type claims, or was not for the merchant it was
+	// sent to: a TRANSACTION.SUCCESS whose trade_state is not SUCCESS or
+	// whose amount is not positive, a refund whose refund_status is not its
+	// event's, a resource whose merchant fields name none of the merchant
+	// the notification was addressed to. The signature proves who sent a
+	// notification, not that it is consistent; such a fact is never
+	// published. The wrapped message names the field, never its value.
+	ErrInconsistent = errors.New("events: inconsistent notification")
+	// ErrTooLarge means the resource is nested deeper than MaxDepth or its
+	// data would exceed MaxDataBytes: common JSON clients downstream could
+	// not read the event.
+	ErrTooLarge = errors.New("events: resource too large")
+)
+
+// Bounds on what an event passes through. Real resources are a few
+// kilobytes and a handful of levels deep; a combined payment of many
+// sub-orders stays well within them.
+const (
+	// MaxDepth bounds the nesting of the resource (objects and arrays).
+	MaxDepth = 32
+	// MaxDataBytes bounds one event's data.
+	MaxDataBytes = 32 << 10
 )
 
 // Notification is what Build needs from the notification envelope.
@@ -97,9 +120,10 @@ func Supported(eventType string) bool {
 // Build maps a notification and its decrypted resource to its events: one per
 // business fact, so one for every notification except a combined payment
 // (合单), which gives one payment.succeeded per sub-order. It fails with
-// ErrUnsupportedEventType for an event_type without a mapping and with
-// ErrMalformed otherwise; both are permanent, and a failure yields no event at
-// all.
+// ErrUnsupportedEventType for an event_type without a mapping, ErrTooLarge
+// beyond MaxDepth or MaxDataBytes, ErrInconsistent for a resource that does
+// not say what its type claims (see ErrInconsistent), and ErrMalformed
+// otherwise; all are permanent, and a failure yields no event at all.
 func Build(n Notification, plaintext []byte) ([]Event, error) {
 	r, ok := lookup(n.EventType)
 	if !ok {
@@ -115,12 +139,18 @@ func Build(n Notification, plaintext []byte) ([]Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	if depth(tree) > MaxDepth {
+		return nil, fmt.Errorf("%w: nested deeper than %d levels", ErrTooLarge, MaxDepth)
+	}
 	facts, err := r.decode(tree, n.MchID)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Event, 0, len(facts))
 	for _, f := range facts {
+		if len(f.data) > MaxDataBytes {
+			return nil, fmt.Errorf("%w: data of %d bytes, more than %d", ErrTooLarge, len(f.data), MaxDataBytes)
+		}
 		if f.sub != "" && !validMchID(f.sub) {
 			return nil, fieldError("sub_mchid", "want 1 to 32 ASCII letters, digits, '_' or '-'")
 		}
@@ -146,6 +176,25 @@ func Build(n Notification, plaintext []byte) ([]Event, error) {
 		})
 	}
 	return out, nil
+}
+
+// depth is the nesting depth of a decoded JSON value: 0 for a scalar, 1 for
+// an object or array of scalars.
+func depth(v any) int {
+	d := 0
+	switch t := v.(type) {
+	case map[string]any:
+		for _, e := range t {
+			d = max(d, depth(e))
+		}
+	case []any:
+		for _, e := range t {
+			d = max(d, depth(e))
+		}
+	default:
+		return 0
+	}
+	return d + 1
 }
 
 // validMchID keeps a merchant id usable as one NATS subject token and in

@@ -63,6 +63,22 @@ func mustTime(t testing.TB, s string) time.Time {
 	return tm
 }
 
+// forMerchant returns plaintext with the top-level merchant fields that name
+// the account (mchid, sp_mchid, combine_mchid) set to mchid.
+func forMerchant(t testing.TB, plaintext []byte, mchid string) []byte {
+	t.Helper()
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(plaintext, &obj); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"mchid", "sp_mchid", "combine_mchid"} {
+		if _, ok := obj[f]; ok {
+			plaintext = setField(t, plaintext, f, `"`+mchid+`"`)
+		}
+	}
+	return plaintext
+}
+
 // setField returns plaintext with the top-level field set to the JSON value
 // raw, or removed when raw is "".
 func setField(t testing.TB, plaintext []byte, field, raw string) []byte {
@@ -293,7 +309,7 @@ func TestSameFactSameID(t *testing.T) {
 			}
 			other := n1
 			other.MchID = "1900000101"
-			if c := mustBuild(t, other, plaintext); c.ID == a.ID {
+			if c := mustBuild(t, other, forMerchant(t, plaintext, other.MchID)); c.ID == a.ID {
 				t.Fatal("another merchant's fact has the same ID")
 			}
 		})
@@ -304,8 +320,8 @@ func TestDistinctFactsDistinctIDs(t *testing.T) {
 	tests := []struct {
 		name, eventType, field, value string
 	}{
-		{"payment.failed with another trade_state", "TRANSACTION.FAIL", "trade_state", `"REVOKED"`},
-		{"refund with another status", "REFUND.CLOSED", "refund_status", `"PROCESSING"`},
+		{"payment.failed of another order", "TRANSACTION.FAIL", "out_trade_no", `"20150806125399"`},
+		{"another refund", "REFUND.CLOSED", "refund_id", `"50200207182018070300011301099"`},
 		{"parking state at another time", "VEHICLE.ENTRANCE_STATE_CHANGE", "state_update_time", `"2015-05-20T13:29:35.121+08:00"`},
 		{"parking state blocked", "VEHICLE.ENTRANCE_STATE_CHANGE", "parking_state", `"BLOCKED"`},
 	}
@@ -454,7 +470,7 @@ func TestUnknownFieldsPreserved(t *testing.T) {
 		}
 	}
 	// Unknown fields inside known objects too.
-	pay := []byte(`{"transaction_id":"4200000001","amount":{"total":100,"settlement_total":99},"payer":{"openid":"o1","unionid":"u1"}}`)
+	pay := []byte(`{"transaction_id":"4200000001","mchid":"` + mchID + `","trade_state":"SUCCESS","amount":{"total":100,"settlement_total":99},"payer":{"openid":"o1","unionid":"u1"}}`)
 	e = mustBuild(t, notification("TRANSACTION.SUCCESS"), pay)
 	for _, want := range []string{`"settlement_total":99`, `"unionid":"u1"`} {
 		if !strings.Contains(string(e.Data), want) {
@@ -511,8 +527,8 @@ func TestMalformed(t *testing.T) {
 		{"combined payment without sub_orders", "TRANSACTION.SUCCESS", []byte(`{"combine_out_trade_no":"C1"}`), "sub_orders"},
 		{"combined payment, sub_orders not an array", "TRANSACTION.SUCCESS", []byte(`{"combine_out_trade_no":"C1","sub_orders":{}}`), "sub_orders"},
 		{"combined payment, a sub-order not an object", "TRANSACTION.SUCCESS", []byte(`{"combine_out_trade_no":"C1","sub_orders":[{"transaction_id":"42"},"x"]}`), "sub_orders[1]"},
-		{"combined payment, a sub-order without transaction_id", "TRANSACTION.SUCCESS", []byte(`{"combine_out_trade_no":"C1","sub_orders":[{"transaction_id":"42"},{"out_trade_no":"o2"}]}`), "sub_orders[1]"},
-		{"sub_mchid not a subject token", "REFUND.SUCCESS", []byte(`{"refund_id":"5","refund_status":"SUCCESS","sub_mchid":"19.00"}`), "sub_mchid"},
+		{"combined payment, a sub-order without transaction_id", "TRANSACTION.SUCCESS", []byte(`{"combine_out_trade_no":"C1","combine_mchid":"` + mchID + `","sub_orders":[{"transaction_id":"42","trade_state":"SUCCESS","amount":{"total_amount":1}},{"out_trade_no":"o2"}]}`), "sub_orders[1]"},
+		{"sub_mchid not a subject token", "REFUND.SUCCESS", []byte(`{"refund_id":"5","refund_status":"SUCCESS","sp_mchid":"` + mchID + `","sub_mchid":"19.00","amount":{"refund":1}}`), "sub_mchid"},
 		{"refund without refund_status", "REFUND.SUCCESS", []byte(`{"refund_id":"5020"}`), "refund_status"},
 		{"refund without refund_id", "REFUND.CLOSED", []byte(`{"refund_status":"CLOSED"}`), "refund_id"},
 		{"violation without record_id", "VIOLATION.APPEAL", []byte(`{"sub_mchid":"1900009231"}`), "record_id"},

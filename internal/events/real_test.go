@@ -37,40 +37,45 @@ func realSamples(t testing.TB) map[string][]byte {
 
 // realWant is what the contract says each published sample becomes, written out by hand from
 // CONTRACT.md's dedupe-key column rather than read from the code's table: per event, the dedupe key, the
-// subject (business id) and the sub-merchant. The notification is addressed to mchID.
-var realWant = map[string][]struct{ key, subject, sub string }{
+// subject (business id) and the sub-merchant. Each notification is addressed to the merchant its resource
+// names (violations name only the sanctioned sub-merchant, so theirs go to mchID).
+type realEvent struct{ key, subject, sub string }
+
+var realWant = map[string]struct {
+	mchid  string // the merchant the notification is addressed to: the resource's sp_mchid, combine_mchid or mchid
+	events []realEvent
+}{
 	// Direct, partner and cross-border payments: transaction_id, or id for a global payment.
-	"TRANSACTION.SUCCESS.direct":              {{"1900000100:payment.succeeded:1217752501201407033233368018", "1217752501201407033233368018", ""}},
-	"TRANSACTION.SUCCESS.partner":             {{"1900000100:payment.succeeded:1217752501201407033233368018", "1217752501201407033233368018", "1900000109"}},
-	"TRANSACTION.SUCCESS.global":              {{"1900000100:payment.succeeded:1008450740201411110005820873", "1008450740201411110005820873", ""}},
-	"TRANSACTION.SUCCESS.global-partner":      {{"1900000100:payment.succeeded:1008450740201411110005820873", "1008450740201411110005820873", "20000100"}},
-	"TRANSACTION.SUCCESS.global-partner-seed": {{"1900000100:payment.succeeded:1008450740201411110005820873", "1008450740201411110005820873", "20000100"}},
+	"TRANSACTION.SUCCESS.direct":              {"1230000109", []realEvent{{"1230000109:payment.succeeded:1217752501201407033233368018", "1217752501201407033233368018", ""}}},
+	"TRANSACTION.SUCCESS.partner":             {"1230000109", []realEvent{{"1230000109:payment.succeeded:1217752501201407033233368018", "1217752501201407033233368018", "1900000109"}}},
+	"TRANSACTION.SUCCESS.global":              {"10000100", []realEvent{{"10000100:payment.succeeded:1008450740201411110005820873", "1008450740201411110005820873", ""}}},
+	"TRANSACTION.SUCCESS.global-partner":      {"10000100", []realEvent{{"10000100:payment.succeeded:1008450740201411110005820873", "1008450740201411110005820873", "20000100"}}},
+	"TRANSACTION.SUCCESS.global-partner-seed": {"10000100", []realEvent{{"10000100:payment.succeeded:1008450740201411110005820873", "1008450740201411110005820873", "20000100"}}},
 	// Pay Score parking deductions: no transaction_id; ordering merchant (sub_mchid) + out_trade_no
 	// (+ trade_state for FAIL and PAY_BACK).
-	"TRANSACTION.SUCCESS.parking": {{"1900000100:payment.succeeded:10000109:20150806125346", "20150806125346", "10000109"}},
-	"TRANSACTION.FAIL.parking":    {{"1900000100:payment.failed:10000109:20150806125346:FAIL", "20150806125346", "10000109"}},
-	"TRANSACTION.PAY_BACK.parking": {{"1900000100:payment.repaid:10000109:20150806125346:PAY_BACK", "20150806125346",
-		"10000109"}},
+	"TRANSACTION.SUCCESS.parking":  {"10000100", []realEvent{{"10000100:payment.succeeded:10000109:20150806125346", "20150806125346", "10000109"}}},
+	"TRANSACTION.FAIL.parking":     {"10000100", []realEvent{{"10000100:payment.failed:10000109:20150806125346:FAIL", "20150806125346", "10000109"}}},
+	"TRANSACTION.PAY_BACK.parking": {"10000100", []realEvent{{"10000100:payment.repaid:10000109:20150806125346:PAY_BACK", "20150806125346", "10000109"}}},
 	// Combined payment: one event per sub-order, keyed by the sub-order's transaction_id.
-	"TRANSACTION.SUCCESS.combine": {{"1900000100:payment.succeeded:1009660380201506130728806387", "1009660380201506130728806387", ""}},
+	"TRANSACTION.SUCCESS.combine": {"1900000109", []realEvent{{"1900000109:payment.succeeded:1009660380201506130728806387", "1009660380201506130728806387", ""}}},
 	// wechatpay.js.org merges the direct, parking and combined shapes into one example; with sub_orders it
-	// is a combined payment.
-	"TRANSACTION.SUCCESS.wechatpayjs-composite": {{"1900000100:payment.succeeded:1009660380201506130728806387", "1009660380201506130728806387", ""}},
+	// is a combined payment, whose one sub-order belongs to merchant 1900000109.
+	"TRANSACTION.SUCCESS.wechatpayjs-composite": {"1900000109", []realEvent{{"1900000109:payment.succeeded:1009660380201506130728806387", "1009660380201506130728806387", ""}}},
 	// Refunds: refund_id + refund_status.
-	"REFUND.SUCCESS.direct":              {{"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", ""}},
-	"REFUND.SUCCESS.partner":             {{"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", "1900000109"}},
-	"REFUND.SUCCESS.global":              {{"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", ""}},
-	"REFUND.SUCCESS.global-partner":      {{"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", "1900000109"}},
-	"REFUND.SUCCESS.global-partner-seed": {{"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", "1900000109"}},
-	"REFUND.ABNORMAL.wechatpayjs":        {{"1900000100:refund.abnormal:50200207182018070300011301001:ABNORMAL", "50200207182018070300011301001", ""}},
-	"REFUND.CLOSED.wechatpayjs":          {{"1900000100:refund.closed:50200207182018070300011301001:CLOSED", "50200207182018070300011301001", ""}},
+	"REFUND.SUCCESS.direct":              {"1900000100", []realEvent{{"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", ""}}},
+	"REFUND.SUCCESS.partner":             {"1900000100", []realEvent{{"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", "1900000109"}}},
+	"REFUND.SUCCESS.global":              {"1900000100", []realEvent{{"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", ""}}},
+	"REFUND.SUCCESS.global-partner":      {"1900000100", []realEvent{{"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", "1900000109"}}},
+	"REFUND.SUCCESS.global-partner-seed": {"1900000100", []realEvent{{"1900000100:refund.succeeded:50200207182018070300011301001:SUCCESS", "50200207182018070300011301001", "1900000109"}}},
+	"REFUND.ABNORMAL.wechatpayjs":        {"1900000100", []realEvent{{"1900000100:refund.abnormal:50200207182018070300011301001:ABNORMAL", "50200207182018070300011301001", ""}}},
+	"REFUND.CLOSED.wechatpayjs":          {"1900000100", []realEvent{{"1900000100:refund.closed:50200207182018070300011301001:CLOSED", "50200207182018070300011301001", ""}}},
 	// Violations: record_id (+ the event type, which is the <type> segment); about a sub-merchant.
-	"VIOLATION.PUNISH.seed":           {{"1900000100:violation.punished:200201820200101080076610000", "200201820200101080076610000", "1900009231"}},
-	"VIOLATION.PUNISH.skit":           {{"1900000100:violation.punished:200201820200101080076610000", "200201820200101080076610000", "1900009231"}},
-	"VIOLATION.INTERCEPT.wechatpayjs": {{"1900000100:violation.intercepted:200201820200101080076610000", "200201820200101080076610000", "1900009231"}},
-	"VIOLATION.APPEAL.wechatpayjs":    {{"1900000100:violation.appealed:200201820200101080076610000", "200201820200101080076610000", "1900009231"}},
+	"VIOLATION.PUNISH.seed":           {"1900000100", []realEvent{{"1900000100:violation.punished:200201820200101080076610000", "200201820200101080076610000", "1900009231"}}},
+	"VIOLATION.PUNISH.skit":           {"1900000100", []realEvent{{"1900000100:violation.punished:200201820200101080076610000", "200201820200101080076610000", "1900009231"}}},
+	"VIOLATION.INTERCEPT.wechatpayjs": {"1900000100", []realEvent{{"1900000100:violation.intercepted:200201820200101080076610000", "200201820200101080076610000", "1900009231"}}},
+	"VIOLATION.APPEAL.wechatpayjs":    {"1900000100", []realEvent{{"1900000100:violation.appealed:200201820200101080076610000", "200201820200101080076610000", "1900009231"}}},
 	// Parking state: parking_id + parking_state + state_update_time (UTC).
-	"VEHICLE.ENTRANCE_STATE_CHANGE.skit": {{"1900000100:parking.state_changed:5K8264ILTKCH16CQ250:NORMAL:20150520T052935.12Z", "5K8264ILTKCH16CQ250", ""}},
+	"VEHICLE.ENTRANCE_STATE_CHANGE.skit": {"10000100", []realEvent{{"10000100:parking.state_changed:5K8264ILTKCH16CQ250:NORMAL:20150520T052935.12Z", "5K8264ILTKCH16CQ250", ""}}},
 }
 
 // TestRealSamples: every published sample maps, without an error, to the events the contract names,
@@ -86,11 +91,13 @@ func TestRealSamples(t *testing.T) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(all)) {
 		t.Run(name, func(t *testing.T) {
-			evs, err := events.Build(notification(samples.EventType(name)), all[name])
+			n := notification(samples.EventType(name))
+			n.MchID = realWant[name].mchid
+			evs, err := events.Build(n, all[name])
 			if err != nil {
 				t.Fatalf("Build: %v", err)
 			}
-			want := realWant[name]
+			want := realWant[name].events
 			if len(evs) != len(want) {
 				t.Fatalf("%d events, want %d", len(evs), len(want))
 			}

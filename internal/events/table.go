@@ -19,15 +19,16 @@ type row struct {
 // table is THE mapping; see CONTRACT.md "Event types". Columns: WeChat
 // event_type, domain type, schema, then the decoder: the Go type of the
 // resource with the function that names its business fact (dedupe key,
-// subject, sub-merchant, business time). When the business time is absent
+// subject, sub-merchant, business time) after checking that the resource
+// says what its type claims (state, amount, merchant). When the business time is absent
 // the event takes the notification's create_time.
 var table = []row{
 	{"TRANSACTION.SUCCESS", "payment.succeeded", "payment.succeeded.json", decodePayment},
-	{"TRANSACTION.FAIL", "payment.failed", "payment.failed.json", typed(parkingPaymentFact)},
-	{"TRANSACTION.PAY_BACK", "payment.repaid", "payment.repaid.json", typed(parkingPaymentFact)},
-	{"REFUND.SUCCESS", "refund.succeeded", "refund.succeeded.json", typed(refundFact)},
-	{"REFUND.ABNORMAL", "refund.abnormal", "refund.abnormal.json", typed(refundFact)},
-	{"REFUND.CLOSED", "refund.closed", "refund.closed.json", typed(refundFact)},
+	{"TRANSACTION.FAIL", "payment.failed", "payment.failed.json", typed(parkingPaymentFact("FAIL"))},
+	{"TRANSACTION.PAY_BACK", "payment.repaid", "payment.repaid.json", typed(parkingPaymentFact("PAY_BACK"))},
+	{"REFUND.SUCCESS", "refund.succeeded", "refund.succeeded.json", typed(refundFact("SUCCESS"))},
+	{"REFUND.ABNORMAL", "refund.abnormal", "refund.abnormal.json", typed(refundFact("ABNORMAL"))},
+	{"REFUND.CLOSED", "refund.closed", "refund.closed.json", typed(refundFact("CLOSED"))},
 	{"VIOLATION.PUNISH", "violation.punished", "violation.punished.json", typed(violationFact)},
 	{"VIOLATION.INTERCEPT", "violation.intercepted", "violation.intercepted.json", typed(violationFact)},
 	{"VIOLATION.APPEAL", "violation.appealed", "violation.appealed.json", typed(violationFact)},
@@ -62,11 +63,59 @@ func orderingMerchant(mchid string, candidates ...string) string {
 	return mchid
 }
 
+// inconsistent reports that field does not say what the notification's type
+// claims; the text names the field, never its value.
+func inconsistent(field, problem string) error {
+	return fmt.Errorf("%w: field %s: %s", ErrInconsistent, field, problem)
+}
+
+// addressedTo checks that one of a resource's merchant fields names mchid,
+// the merchant the notification was sent to: as the merchant itself, as the
+// service provider, or as the sub-merchant whose own account it is.
+func addressedTo(mchid string, fields ...keyField) error {
+	var names, present []string
+	for _, f := range fields {
+		if f.value == mchid {
+			return nil
+		}
+		names = append(names, f.name)
+		if f.value != "" {
+			present = append(present, f.name)
+		}
+	}
+	if len(present) == 0 {
+		return inconsistent(strings.Join(names, "/"), "required: the merchant the fact belongs to")
+	}
+	return inconsistent(strings.Join(present, "/"), "names another merchant than the one the notification was sent to")
+}
+
+// stateIs checks a state field against the one the event type stands for.
+func stateIs(field, got, want string) error {
+	switch got {
+	case want:
+		return nil
+	case "":
+		return inconsistent(field, "required: "+want)
+	}
+	return inconsistent(field, "is not "+want)
+}
+
+// positive checks that an amount is present and above zero (an absent
+// amount reads as zero).
+func positive(field string, v int64) error {
+	if v <= 0 {
+		return inconsistent(field, "required, above zero")
+	}
+	return nil
+}
+
 // payment.succeeded. A Pay Score parking deduction (trade_scene PARKING) is
 // keyed by ordering merchant + out_trade_no whether or not it carries the
 // optional transaction_id, so that two notices of one deduction, one with and
 // one without it, cannot make two facts. Every other payment is keyed by
-// transaction_id, or id for a global payment; both are always sent.
+// transaction_id, or id for a global payment; both are always sent. A
+// payment succeeded only with trade_state SUCCESS and a positive total
+// (total_amount for a combined payment's sub-order).
 func paymentFact(p *PaymentSucceeded, mchid string) (fact, error) {
 	f := fact{subject: p.TransactionNo(), sub: p.SubMchID, time: p.SuccessTime}
 	var err error
@@ -84,29 +133,77 @@ func paymentFact(p *PaymentSucceeded, mchid string) (fact, error) {
 	default:
 		f.key, err = keyOf(keyField{"transaction_id", p.TransactionID})
 	}
-	return f, err
+	if err != nil {
+		return f, err
+	}
+	if err := stateIs("trade_state", p.TradeState, "SUCCESS"); err != nil {
+		return f, err
+	}
+	var amount Amount
+	if p.Amount != nil {
+		amount = *p.Amount
+	}
+	total := amount.Total
+	if total == 0 {
+		total = amount.TotalAmount // a combined payment's sub-order
+	}
+	err = positive("amount.total", total)
+	if err != nil {
+		return f, err
+	}
+	return f, addressedTo(mchid, keyField{"mchid", p.MchID}, keyField{"sp_mchid", p.SpMchID},
+		keyField{"sub_mchid", p.SubMchID}, keyField{"combine_mchid", p.CombineMchID})
 }
 
 // payment.failed, payment.repaid (parking deductions): ordering merchant +
 // out_trade_no + trade_state; transaction_id is optional in these notices.
-func parkingPaymentFact(p *ParkingPayment, mchid string) (fact, error) {
-	k, err := keyOf(keyField{"sub_mchid/sp_mchid", orderingMerchant(mchid, p.SubMchID, p.SpMchID)},
-		keyField{"out_trade_no", p.OutTradeNo}, keyField{"trade_state", p.TradeState})
-	subject := p.TransactionID
-	if subject == "" {
-		subject = p.OutTradeNo
+// trade_state must be the event type's own (FAIL, PAY_BACK).
+func parkingPaymentFact(state string) func(*ParkingPayment, string) (fact, error) {
+	return func(p *ParkingPayment, mchid string) (fact, error) {
+		k, err := keyOf(keyField{"sub_mchid/sp_mchid", orderingMerchant(mchid, p.SubMchID, p.SpMchID)},
+			keyField{"out_trade_no", p.OutTradeNo}, keyField{"trade_state", p.TradeState})
+		subject := p.TransactionID
+		if subject == "" {
+			subject = p.OutTradeNo
+		}
+		f := fact{key: k, subject: subject, sub: p.SubMchID, time: p.SuccessTime}
+		if err != nil {
+			return f, err
+		}
+		if err := stateIs("trade_state", p.TradeState, state); err != nil {
+			return f, err
+		}
+		return f, addressedTo(mchid, keyField{"sp_mchid", p.SpMchID}, keyField{"sub_mchid", p.SubMchID})
 	}
-	return fact{key: k, subject: subject, sub: p.SubMchID, time: p.SuccessTime}, err
 }
 
-// refund.*: refund_id + refund_status.
-func refundFact(p *Refund, _ string) (fact, error) {
-	k, err := keyOf(keyField{"refund_id", p.RefundID}, keyField{"refund_status", p.RefundStatus})
-	return fact{key: k, subject: p.RefundID, sub: p.SubMchID, time: p.SuccessTime}, err
+// refund.*: refund_id + refund_status. refund_status must be the event
+// type's own (SUCCESS, ABNORMAL, CLOSED) and the refunded amount positive.
+func refundFact(status string) func(*Refund, string) (fact, error) {
+	return func(p *Refund, mchid string) (fact, error) {
+		k, err := keyOf(keyField{"refund_id", p.RefundID}, keyField{"refund_status", p.RefundStatus})
+		f := fact{key: k, subject: p.RefundID, sub: p.SubMchID, time: p.SuccessTime}
+		if err != nil {
+			return f, err
+		}
+		if err := stateIs("refund_status", p.RefundStatus, status); err != nil {
+			return f, err
+		}
+		var amount Amount
+		if p.Amount != nil {
+			amount = *p.Amount
+		}
+		if err := positive("amount.refund", amount.Refund); err != nil {
+			return f, err
+		}
+		return f, addressedTo(mchid, keyField{"mchid", p.MchID}, keyField{"sp_mchid", p.SpMchID}, keyField{"sub_mchid", p.SubMchID})
+	}
 }
 
 // violation.*: the contract says record_id + event type; the event type is
 // already the <type> segment of every key, so record_id is the only part.
+// The resource names only the sanctioned sub-merchant, not the service
+// provider it is sent to, so there is no merchant to compare.
 func violationFact(p *Violation, _ string) (fact, error) {
 	k, err := keyOf(keyField{"record_id", p.RecordID})
 	return fact{key: k, subject: p.RecordID, sub: p.SubMchID, time: p.PunishTime}, err
@@ -115,10 +212,14 @@ func violationFact(p *Violation, _ string) (fact, error) {
 // parking.state_changed: parking_id + parking_state + state_update_time (as
 // the instant in UTC, so the same time sent with another offset or precision
 // gives the same key).
-func parkingStateFact(p *ParkingStateChange, _ string) (fact, error) {
+func parkingStateFact(p *ParkingStateChange, mchid string) (fact, error) {
 	k, err := keyOf(keyField{"parking_id", p.ParkingID}, keyField{"parking_state", p.ParkingState},
 		keyField{"state_update_time", keyTime(p.StateUpdateTime)})
-	return fact{key: k, subject: p.ParkingID, sub: p.SubMchID, time: p.StateUpdateTime}, err
+	f := fact{key: k, subject: p.ParkingID, sub: p.SubMchID, time: p.StateUpdateTime}
+	if err != nil {
+		return f, err
+	}
+	return f, addressedTo(mchid, keyField{"sp_mchid", p.SpMchID}, keyField{"sub_mchid", p.SubMchID})
 }
 
 // fact is one business fact a plaintext holds.

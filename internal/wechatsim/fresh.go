@@ -19,7 +19,7 @@ var businessTimeFields = []string{"success_time", "punish_time", "state_update_t
 var (
 	idFieldRe   = fieldPattern(businessIDFields)
 	timeFieldRe = fieldPattern(businessTimeFields)
-	mchidRe     = fieldPattern([]string{"mchid"})
+	mchidRe     = fieldPattern([]string{"mchid", "sp_mchid", "combine_mchid"})
 )
 
 // fieldPattern matches `"name": "value"` for the given names, capturing the prefix, the value and the
@@ -32,8 +32,10 @@ func fieldPattern(names []string) *regexp.Regexp {
 // (transaction_id, refund_id, record_id, parking_id, out_trade_no, …) gets a new random value of the same
 // shape (its first two characters kept, digits replaced by digits and letters by letters; one value
 // used twice in the document stays equal), the business times (success_time, punish_time,
-// state_update_time) become now in Beijing time, and a direct merchant's "mchid" becomes mchid (when not
-// empty). Everything else, including the layout, is kept.
+// state_update_time) become now in Beijing time, and the merchant fields that name the account the
+// notification is sent to — a direct merchant's "mchid", a service provider's "sp_mchid", a combined
+// payment's "combine_mchid" (and its sub-orders' "mchid") — become mchid (when not empty); sub-merchants
+// stay. Everything else, including the layout, is kept.
 func Fresh(plaintext []byte, mchid string, now time.Time) []byte {
 	seen := map[string]string{}
 	out := idFieldRe.ReplaceAllFunc(plaintext, func(m []byte) []byte {

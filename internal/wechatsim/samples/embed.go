@@ -5,7 +5,10 @@
 // themselves, unedited and each with its source, are in
 // internal/events/testdata/real and are what proves the mapping right.
 //
-// A file is named <EVENT_TYPE>[.<variant>].json. The contents follow the
+// A file is named <EVENT_TYPE>[.<variant>].json. The merchant fields that name
+// the account a notification is sent to (mchid, sp_mchid, combine_mchid) are
+// the simulated merchant 1900000100, so that each sample is consistent with
+// the merchant it is posted to; sub-merchants keep the published values. The contents follow the
 // official samples as quoted in the project's PROTOCOL-NOTES §4:
 //   - TRANSACTION.SUCCESS{,.partner,.global,.global-partner}: fudiwei/DotNetCore.SKIT.FlurlHttpClient.Wechat
 //     test/…/EventSamples/_/Transactions/TransactionResource.json, …/_/_Partner/Transactions/PartnerTransactionResource.json,
