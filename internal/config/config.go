@@ -177,6 +177,11 @@ func (s *source) err() error {
 	return fmt.Errorf("%w:\n  %s", ErrInvalid, strings.Join(s.errs, "\n  "))
 }
 
+// MaxClockSkewLimit bounds MAX_CLOCK_SKEW. A notification verifies for as long as its timestamp is within
+// the skew of the clock, 2 × skew in all; the inbound stream's duplicate window (10 min) must outlast that,
+// or a replay of a captured notification would be stored a second time.
+const MaxClockSkewLimit = 5 * time.Minute
+
 // LoadReceiver reads the receiver's configuration from args (without the program name) and getenv.
 func LoadReceiver(args []string, getenv func(string) string, out io.Writer) (Receiver, error) {
 	var c Receiver
@@ -200,6 +205,10 @@ func LoadReceiver(args []string, getenv func(string) string, out io.Writer) (Rec
 	}
 	if c.PublishTimeout >= 4*time.Second {
 		s.errs = append(s.errs, fmt.Sprintf("%s: %s leaves no margin under WeChat Pay's 5 s deadline (use at most 4s)", s.describe("PUBLISH_TIMEOUT"), c.PublishTimeout))
+	}
+	if c.MaxSkew > MaxClockSkewLimit {
+		s.errs = append(s.errs, fmt.Sprintf("%s: %s is more than %s: a captured notification could be replayed after the inbound stream's duplicate window forgot it, and stored again",
+			s.describe("MAX_CLOCK_SKEW"), c.MaxSkew, MaxClockSkewLimit))
 	}
 	c.Accounts = accounts()
 	return c, s.err()

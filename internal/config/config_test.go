@@ -13,6 +13,7 @@ import (
 
 	"github.com/wxpay-events/wxpay-events/internal/certs"
 	"github.com/wxpay-events/wxpay-events/internal/config"
+	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 )
 
@@ -150,6 +151,10 @@ func TestEveryProblemNamed(t *testing.T) {
 		}, []string{"WECHATPAY_PUBLIC_KEY_FILE"}},
 		{"no verification key", map[string]string{"WECHATPAY_MCHID": "1900000100"}, []string{"WECHATPAY_PUBLIC_KEY_FILE", "no key to verify"}},
 		{"both ways", map[string]string{"WECHATPAY_MCHID": "1900000100", "WECHATPAY_ACCOUNTS_FILE": "/x.yaml"}, []string{"both set"}},
+		{"clock skew beyond the duplicate window", map[string]string{
+			"WECHATPAY_MCHID": "1900000100", "WECHATPAY_PUBLIC_KEY_ID": p.PublicKeyID, "WECHATPAY_PUBLIC_KEY_FILE": f.PublicKeyFile,
+			"MAX_CLOCK_SKEW": "8760h",
+		}, []string{"MAX_CLOCK_SKEW", "duplicate window"}},
 		{"download without serial", map[string]string{
 			"WECHATPAY_MCHID": "1900000100", "WECHATPAY_PRIVATE_KEY_FILE": f.PrivateKeyFile,
 		}, []string{"WECHATPAY_CERT_SERIAL", "WECHATPAY_APIV3_KEY_FILE"}},
@@ -315,5 +320,19 @@ func TestRegionAndAPIBaseURL(t *testing.T) {
 	}
 	if a := c.Accounts[0]; a.Region != certs.RegionGlobal || a.APIBaseURL != "https://egress.internal:8443" {
 		t.Fatalf("YAML: region %q, base %q", a.Region, a.APIBaseURL)
+	}
+}
+
+// The clock-skew bound keeps a replay inside the inbound stream's duplicate window: a notification
+// verifies during 2 × skew.
+func TestClockSkewLimitWithinDuplicateWindow(t *testing.T) {
+	if 2*config.MaxClockSkewLimit > topology.InboundDuplicates {
+		t.Fatalf("2 × %s exceeds the inbound duplicate window %s", config.MaxClockSkewLimit, topology.InboundDuplicates)
+	}
+	p, f := setup(t)
+	env := map[string]string{"WECHATPAY_MCHID": "1900000100", "WECHATPAY_PUBLIC_KEY_ID": p.PublicKeyID,
+		"WECHATPAY_PUBLIC_KEY_FILE": f.PublicKeyFile, "MAX_CLOCK_SKEW": config.MaxClockSkewLimit.String()}
+	if _, err := config.LoadReceiver(nil, envOf(env), io.Discard); err != nil {
+		t.Fatalf("MAX_CLOCK_SKEW at the limit: %v", err)
 	}
 }

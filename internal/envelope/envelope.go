@@ -4,9 +4,11 @@
 package envelope
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -40,21 +42,21 @@ type Resource struct {
 	Nonce          string `json:"nonce"`
 }
 
-// Parse decodes body and checks id and event_type. Errors wrap ErrMalformed and name the field, never
+// Parse decodes body and checks id and event_type, and that the resource is there to decrypt (an
+// object with algorithm, ciphertext and nonce). Keys are matched exactly, as the consumer matches the
+// plaintext's: a key that differs from a known one only in letter case ("EVENT_TYPE", "ID"), or a known key
+// given twice, is malformed, because encoding/json would read either silently and so let bytes that were
+// not the verified field pick the subject and message id. Errors wrap ErrMalformed and name the field, never
 // echoing the body.
 func Parse(body []byte) (Envelope, error) {
 	var e Envelope
-	if err := json.Unmarshal(body, &e); err != nil {
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &se):
-			return Envelope{}, fmt.Errorf("%w: invalid JSON at offset %d", ErrMalformed, se.Offset)
-		case errors.As(err, &te):
-			return Envelope{}, fmt.Errorf("%w: field %q has the wrong type", ErrMalformed, te.Field)
-		default:
-			return Envelope{}, fmt.Errorf("%w: not a JSON object", ErrMalformed)
-		}
+	var resource json.RawMessage
+	err := decodeObject(body, "", map[string]any{
+		"id": &e.ID, "create_time": &e.CreateTime, "event_type": &e.EventType,
+		"resource_type": &e.ResourceType, "summary": &e.Summary, "resource": &resource,
+	})
+	if err != nil {
+		return Envelope{}, err
 	}
 	if err := checkToken("id", e.ID, MaxIDLength); err != nil {
 		return Envelope{}, err
@@ -65,7 +67,98 @@ func Parse(body []byte) (Envelope, error) {
 	if strings.HasPrefix(e.EventType, ".") || strings.HasSuffix(e.EventType, ".") || strings.Contains(e.EventType, "..") {
 		return Envelope{}, fmt.Errorf("%w: event_type has an empty dot-separated part", ErrMalformed)
 	}
+	if len(resource) == 0 || string(resource) == "null" {
+		return Envelope{}, fmt.Errorf("%w: resource is missing", ErrMalformed)
+	}
+	r := &e.Resource
+	if err := decodeObject(resource, "resource.", map[string]any{
+		"original_type": &r.OriginalType, "algorithm": &r.Algorithm, "ciphertext": &r.Ciphertext,
+		"associated_data": &r.AssociatedData, "nonce": &r.Nonce,
+	}); err != nil {
+		return Envelope{}, err
+	}
+	for _, f := range []struct{ name, value string }{{"algorithm", r.Algorithm}, {"ciphertext", r.Ciphertext}, {"nonce", r.Nonce}} {
+		if f.value == "" {
+			return Envelope{}, fmt.Errorf("%w: resource.%s is missing", ErrMalformed, f.name)
+		}
+	}
 	return e, nil
+}
+
+// decodeObject decodes one JSON object into fields (JSON name → pointer), matching names exactly: a key
+// that equals a field's name only without regard to letter case, or a field given twice, is an error;
+// other keys are ignored. A null value leaves its field as it is. prefix qualifies names in errors.
+func decodeObject(data []byte, prefix string, fields map[string]any) error {
+	var members map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&members); err != nil {
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &se):
+			return fmt.Errorf("%w: invalid JSON at offset %d", ErrMalformed, se.Offset)
+		case errors.As(err, &te):
+			return fmt.Errorf("%w: %s is not a JSON object", ErrMalformed, strings.TrimSuffix(prefix, ".")+orBody(prefix))
+		default:
+			return fmt.Errorf("%w: not a JSON object", ErrMalformed)
+		}
+	}
+	if members == nil {
+		return fmt.Errorf("%w: %s is not a JSON object", ErrMalformed, strings.TrimSuffix(prefix, ".")+orBody(prefix))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: data after the JSON object", ErrMalformed)
+	}
+	for key, raw := range members {
+		dst, known := fields[key]
+		if !known {
+			for name := range fields {
+				if strings.EqualFold(key, name) {
+					return fmt.Errorf("%w: %s%s is also present with different letter case", ErrMalformed, prefix, name)
+				}
+			}
+			continue
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			return fmt.Errorf("%w: field %q has the wrong type", ErrMalformed, prefix+key)
+		}
+	}
+	return duplicateKeys(data, prefix, fields)
+}
+
+func orBody(prefix string) string {
+	if prefix == "" {
+		return "the body"
+	}
+	return ""
+}
+
+// duplicateKeys reports a known key that appears twice at the top level of the object data (encoding/json
+// keeps the last one without a word).
+func duplicateKeys(data []byte, prefix string, fields map[string]any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // '{'
+		return fmt.Errorf("%w: invalid JSON", ErrMalformed)
+	}
+	seen := make(map[string]bool, len(fields))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("%w: invalid JSON", ErrMalformed)
+		}
+		key, _ := tok.(string)
+		if _, known := fields[key]; known {
+			if seen[key] {
+				return fmt.Errorf("%w: %s%s appears twice", ErrMalformed, prefix, key)
+			}
+			seen[key] = true
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return fmt.Errorf("%w: invalid JSON", ErrMalformed)
+		}
+	}
+	return nil
 }
 
 // SubjectToken is the event type as it appears in inbound subjects: lower-cased, its dots kept

@@ -26,12 +26,14 @@ var (
 
 // scanEnvelope reads body as an envelope of the canonical shape: one JSON object holding only the known
 // keys, spelt exactly, each at most once, with string values (an object for "resource", with the same
-// rules); id and event_type present, free of escapes and within envelope.Parse's checks. It reports
+// rules, holding a non-empty algorithm, ciphertext and nonce); id and event_type present, free of escapes
+// and within envelope.Parse's checks. It reports
 // ok=false for anything else, valid JSON included.
 func scanEnvelope(body []byte) (id, eventType string, ok bool) {
 	s := scanner{b: body}
 	var rawID, rawType []byte
 	var seen [6]bool
+	resourceFilled := 0 // how many of algorithm, ciphertext and nonce are present and not empty
 	if !s.object(func(key []byte) bool {
 		i := indexOf(envelopeFields, key)
 		if i < 0 || seen[i] {
@@ -47,7 +49,13 @@ func scanEnvelope(body []byte) (id, eventType string, ok bool) {
 					return false
 				}
 				rseen[j] = true
-				_, ok := s.str()
+				v, ok := s.str()
+				switch resourceFields[j] {
+				case "algorithm", "ciphertext", "nonce":
+					if len(v) > 0 {
+						resourceFilled++
+					}
+				}
 				return ok
 			})
 		case "id":
@@ -74,6 +82,9 @@ func scanEnvelope(body []byte) (id, eventType string, ok bool) {
 	}
 	if rawType[0] == '.' || rawType[len(rawType)-1] == '.' || containsDoubleDot(rawType) {
 		return "", "", false
+	}
+	if resourceFilled != 3 {
+		return "", "", false // envelope.Parse names what the resource lacks
 	}
 	return string(rawID), string(rawType), true
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +43,7 @@ const (
 	reasonReadError       = "read_error"
 	reasonMalformed       = "malformed_envelope"
 	reasonStoreFailed     = "store_failed"
+	reasonUncleanPath     = "unclean_path"
 )
 
 // Handler serves POST /notify/{mchid} and, with exactly one account, POST /notify.
@@ -99,8 +101,34 @@ func NewHandler(o HandlerOptions) *Handler {
 	return h
 }
 
-// ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. A path that is not clean ("//notify/…", "/./", "/../") is answered
+// with WeChat's error body and 404 here: the mux would redirect it, which WeChat Pay does not follow, and
+// a notify_url is configured once, exactly.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && !cleanPath(r.URL.Path) {
+		h.reject(w, r, http.StatusNotFound, reasonUncleanPath)
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
+
+// cleanPath reports whether p is absolute and clean (a trailing slash allowed): no "//", "/./" or "/../".
+func cleanPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	c := path.Clean(p)
+	return c == p || c+"/" == p
+}
+
+// reject answers a request that never reached a merchant's handler.
+func (h *Handler) reject(w http.ResponseWriter, r *http.Request, code int, reason string) {
+	start := time.Now()
+	h.metrics.observeRequest(code, reason, 0)
+	writeFail(w, code, reason)
+	h.rejectLog.Warn().Str("path", clip(r.URL.Path)).Int("status", code).Str("outcome", outcome(code)).
+		Str("reason", reason).Dur("latency", time.Since(start)).Msg("notification")
+}
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchid string) {
 	start := time.Now()
@@ -129,6 +157,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchid string) {
 		Str("outcome", outcome(code)).
 		Str("reason", reason).
 		Dur("latency", time.Since(start))
+	if ev.keyID != "" {
+		// Which key verified it: two accounts configured with the same WeChat Pay key accept each other's
+		// notifications at the signature (the consumer then refuses a resource naming another merchant).
+		e = e.Str("key_id", clip(ev.keyID))
+	}
 	if ev.err != nil {
 		e = e.AnErr("error", ev.err)
 	}
@@ -138,6 +171,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchid string) {
 // handled is what the log line of one request says about its notification.
 type handled struct {
 	ID, EventType string
+	keyID         string // the Wechatpay-Serial that verified it
 	err           error
 }
 
@@ -177,14 +211,14 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, mchid string) (
 
 	env, err := parseEnvelope(body)
 	if err != nil {
-		return http.StatusBadRequest, reasonMalformed, handled{err: err}
+		return http.StatusBadRequest, reasonMalformed, handled{keyID: hdr.Serial, err: err}
 	}
-	ev := handled{ID: env.ID, EventType: env.EventType}
+	ev := handled{ID: env.ID, EventType: env.EventType, keyID: hdr.Serial}
 
 	msg := &nats.Msg{
 		Subject: topology.InboundSubject(mchid, env.SubjectToken()),
 		Data:    body,
-		Header:  inboundHeader(r.Header),
+		Header:  inboundHeader(hdr, r.Header),
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.publishTimeout)
 	defer cancel()
@@ -202,16 +236,21 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, mchid string) (
 	return http.StatusNoContent, reasonStored, ev
 }
 
-// inboundHeader keeps the Wechatpay-* and Request-ID headers exactly as received.
-func inboundHeader(in http.Header) nats.Header {
-	out := make(nats.Header, 8)
-	for k, v := range in {
-		if strings.HasPrefix(k, "Wechatpay-") {
-			out[k] = v
+// inboundHeader is what is stored beside the body: exactly the signature headers that were verified, one
+// value each (a repeated header's other values, and any other Wechatpay-* header, are not), and the first
+// Request-ID, which WeChat Pay support asks for.
+func inboundHeader(v verify.Headers, in http.Header) nats.Header {
+	out := make(nats.Header, 6)
+	for _, f := range []struct{ name, value string }{
+		{verify.HeaderTimestamp, v.Timestamp}, {verify.HeaderNonce, v.Nonce}, {verify.HeaderSignature, v.Signature},
+		{verify.HeaderSerial, v.Serial}, {verify.HeaderSignatureType, v.SignatureType},
+	} {
+		if f.value != "" {
+			out[f.name] = []string{f.value}
 		}
 	}
-	if v := in.Values(topology.HeaderRequestID); len(v) > 0 {
-		out[topology.HeaderRequestID] = v
+	if id := strings.TrimSpace(in.Get(topology.HeaderRequestID)); id != "" {
+		out[topology.HeaderRequestID] = []string{id}
 	}
 	return out
 }
@@ -224,6 +263,7 @@ var failMessages = map[string]string{
 	reasonReadError:       "could not read body",
 	reasonMalformed:       "malformed notification envelope",
 	reasonStoreFailed:     "temporarily unable to store the notification, retry",
+	reasonUncleanPath:     "unknown path: POST /notify/{mchid}",
 }
 
 func writeFail(w http.ResponseWriter, code int, reason string) {

@@ -286,6 +286,16 @@ func TestAnswers(t *testing.T) {
 	bigHdr, _ := h.p.Sign(big, time.Now(), wechatsim.SignWithPublicKeyID, false)
 	noSig := good.Header.Clone()
 	noSig.Del("Wechatpay-Signature")
+	signed := func(body string) ([]byte, http.Header) {
+		hdr, err := h.p.Sign([]byte(body), time.Now(), wechatsim.SignWithPublicKeyID, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []byte(body), hdr
+	}
+	noResource, noResourceHdr := signed(`{"id":"n-1","event_type":"TRANSACTION.SUCCESS"}`)
+	nullResource, nullResourceHdr := signed(`{"id":"n-2","event_type":"TRANSACTION.SUCCESS","resource":null}`)
+	rerouted, reroutedHdr := signed(`{"id":"n-3","event_type":"TRANSACTION.SUCCESS","EVENT_TYPE":"REFUND.SUCCESS","resource":{"algorithm":"AEAD_AES_256_GCM","ciphertext":"YQ==","nonce":"Kj7QIyUiYx1q"}}`)
 
 	cases := []struct {
 		name   string
@@ -303,6 +313,15 @@ func TestAnswers(t *testing.T) {
 		{"tampered body", "/notify/" + mchid, bytes.Replace(good.Body, []byte(`"id":"`), []byte(`"id":"X`), 1), good.Header, 401, "signature_mismatch"},
 		{"signed but malformed envelope", "/notify/" + mchid, badJSON, badJSONHdr, 400, "malformed_envelope"},
 		{"body over the limit", "/notify/" + mchid, big, bigHdr, 413, "payload_too_large"},
+		// Nothing to decrypt: answered now rather than stored and dead-lettered later.
+		{"signed, without a resource", "/notify/" + mchid, noResource, noResourceHdr, 400, "malformed_envelope"},
+		{"signed, resource null", "/notify/" + mchid, nullResource, nullResourceHdr, 400, "malformed_envelope"},
+		// Keys are exact: a case variant could re-route the message or change its id.
+		{"signed, EVENT_TYPE beside event_type", "/notify/" + mchid, rerouted, reroutedHdr, 400, "malformed_envelope"},
+		// Unclean paths get WeChat's error body, not a redirect WeChat does not follow.
+		{"double slash", "//notify/" + mchid, good.Body, good.Header, 404, "unclean_path"},
+		{"dot segment", "/notify/./" + mchid, good.Body, good.Header, 404, "unclean_path"},
+		{"dot-dot segment", "/x/../notify/" + mchid, good.Body, good.Header, 404, "unclean_path"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -340,6 +359,41 @@ func TestAnswers(t *testing.T) {
 	}
 	if !strings.Contains(logs, `"notification_id":"`+good.ID+`"`) || !strings.Contains(logs, `"outcome":"stored"`) {
 		t.Fatalf("log lacks the notification id and outcome:\n%s", logs)
+	}
+}
+
+// What is stored beside the body is exactly what was verified: one value of each signature header (the
+// first, which verify read), no other Wechatpay-* header an intermediary or attacker added.
+func TestStoredHeadersAreTheVerifiedOnes(t *testing.T) {
+	h := start(t, nil)
+	n := h.build("TRANSACTION.SUCCESS", wechatsim.Options{})
+	hdr := n.Header.Clone()
+	hdr.Add("Wechatpay-Timestamp", "1")
+	hdr.Add("Wechatpay-Serial", "ATTACKER")
+	hdr.Set("Wechatpay-Extra", "injected")
+	hdr.Add("Request-ID", "second")
+	if code, body := h.post("/notify/"+mchid, n.Body, hdr); code != http.StatusNoContent {
+		t.Fatalf("POST = %d %s", code, body)
+	}
+	stream, err := h.js().Stream(context.Background(), topology.InboundStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := stream.GetLastMsgForSubject(context.Background(), "wechatpay.inbound."+mchid+".transaction.success")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature", "Wechatpay-Serial", "Request-ID"} {
+		if got := msg.Header.Values(k); len(got) != 1 || got[0] != n.Header.Get(k) {
+			t.Errorf("%s stored as %q, want exactly [%q]", k, got, n.Header.Get(k))
+		}
+	}
+	if v := msg.Header.Values("Wechatpay-Extra"); len(v) != 0 {
+		t.Errorf("an undocumented Wechatpay-* header was stored: %q", v)
+	}
+	// The log line says which key verified it.
+	if !strings.Contains(h.logs.String(), `"key_id":"`+n.Header.Get("Wechatpay-Serial")+`"`) {
+		t.Errorf("the log line does not name the key:\n%s", h.logs.String())
 	}
 }
 
