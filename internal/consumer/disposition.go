@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"errors"
+	"time"
 
 	"github.com/wxpay-events/wxpay-events/internal/decrypt"
 	"github.com/wxpay-events/wxpay-events/internal/envelope"
@@ -50,16 +51,19 @@ var permanent = []struct {
 
 type dispositionResult struct {
 	action action
-	reason string
+	reason string        // dead-letter reason
+	delay  time.Duration // redelivery delay of a retry
 }
 
 func deadLetter(reason string) dispositionResult {
 	return dispositionResult{action: deadLetterAction, reason: reason}
 }
 
-// disposition is the one place that decides between ack, retry and dead-letter. Anything it does not
-// recognise is retried (and dead-lettered only once MaxDeliver is reached), never dropped.
-func disposition(err error) dispositionResult {
+// disposition is the one place that decides what becomes of a message after an attempt: ack, retry after
+// a delay, or dead-letter with a reason. Anything it does not recognise is retried, never dropped; a retry
+// on the last allowed delivery (delivered ≥ maxDeliver) is dead-lettered as max_deliveries instead, since
+// the server would not deliver it again.
+func disposition(err error, delivered uint64, maxDeliver int) dispositionResult {
 	if err == nil {
 		return dispositionResult{action: ack}
 	}
@@ -68,5 +72,25 @@ func disposition(err error) dispositionResult {
 			return deadLetter(p.reason)
 		}
 	}
-	return dispositionResult{action: retry}
+	if maxDeliver > 0 && delivered >= uint64(maxDeliver) {
+		return deadLetter(reasonMaxDeliveries)
+	}
+	return dispositionResult{action: retry, delay: retryDelay(err, delivered)}
+}
+
+// retrySteps pace redeliveries after a retryable failure: NAK without a delay would burn MaxDeliver in
+// milliseconds. Outages back off up to a minute.
+var retrySteps = []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute}
+
+// busyDelay is how long a fact claimed by another worker waits: about that worker's publish and commit.
+const busyDelay = 2 * time.Second
+
+func retryDelay(err error, delivered uint64) time.Duration {
+	if errors.Is(err, ErrBusy) {
+		return busyDelay
+	}
+	if delivered == 0 {
+		return retrySteps[0]
+	}
+	return retrySteps[min(delivered-1, uint64(len(retrySteps)-1))]
 }

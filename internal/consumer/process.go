@@ -97,10 +97,7 @@ func (p *Processor) Handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	res, err := p.process(ctx, msg)
-	d := disposition(err)
-	if d.action == retry && meta.NumDelivered >= uint64(p.MaxDeliver) {
-		d = deadLetter(reasonMaxDeliveries)
-	}
+	d := disposition(err, meta.NumDelivered, p.MaxDeliver)
 
 	outcome := res.outcome
 	var settleErr error
@@ -109,7 +106,7 @@ func (p *Processor) Handle(ctx context.Context, msg jetstream.Msg) {
 		settleErr = p.ack(ctx, msg)
 	case retry:
 		outcome = outcomeRetried
-		settleErr = msg.NakWithDelay(retryDelay(err, meta.NumDelivered))
+		settleErr = msg.NakWithDelay(d.delay)
 	case deadLetterAction:
 		outcome = outcomeDeadLettered
 		settleErr = p.deadLetter(ctx, msg, meta, res.mchid, d.reason, err)
@@ -254,17 +251,4 @@ func (p *Processor) ack(ctx context.Context, msg jetstream.Msg) error {
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
 	defer cancel()
 	return msg.DoubleAck(actx)
-}
-
-// retryDelay paces redeliveries after a retryable failure: NAK without a delay would burn MaxDeliver in
-// milliseconds. A busy fact waits for the other worker; outages back off up to a minute.
-func retryDelay(err error, delivered uint64) time.Duration {
-	if errors.Is(err, ErrBusy) {
-		return 2 * time.Second
-	}
-	steps := []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute}
-	if delivered == 0 {
-		return steps[0]
-	}
-	return steps[min(delivered-1, uint64(len(steps)-1))]
 }
