@@ -72,7 +72,7 @@ func (d *Downloader) download(ctx context.Context) (map[string]*x509.Certificate
 	if err != nil {
 		return nil, fmt.Errorf("certs: merchant %s: %w", d.o.MchID, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // the whole answer has been read or is not wanted
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("certs: merchant %s: GET %s: read the answer: %w", d.o.MchID, d.url, err)
