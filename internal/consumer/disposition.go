@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/wxpay-events/wxpay-events/internal/decrypt"
+	"github.com/wxpay-events/wxpay-events/internal/dlq"
 	"github.com/wxpay-events/wxpay-events/internal/envelope"
 	"github.com/wxpay-events/wxpay-events/internal/events"
 )
@@ -17,18 +18,18 @@ const (
 	deadLetterAction
 )
 
-// Dead-letter reasons: the <reason> token of wechatpay.dlq.<reason>.<mchid> and the Dlq-Reason header.
+// Dead-letter reasons, as the dlq package names them.
 const (
-	reasonMalformed            = "malformed"
-	reasonInconsistent         = "inconsistent" // signed, but not what its event type claims (or not this merchant's)
-	reasonTooLarge             = "too_large"    // resource nested deeper or larger than an event may carry
-	reasonUnsupportedEventType = "unsupported_event_type"
-	reasonUnknownMerchant      = "unknown_merchant"
-	reasonDecryptFailed        = "decrypt_failed" // wrong APIv3 key or tampered ciphertext
-	reasonBadNonce             = "bad_nonce"
-	reasonBadCiphertext        = "bad_ciphertext"
-	reasonUnsupportedAlgorithm = "unsupported_algorithm"
-	reasonMaxDeliveries        = "max_deliveries"
+	reasonMalformed            = dlq.ReasonMalformed
+	reasonInconsistent         = dlq.ReasonInconsistent
+	reasonTooLarge             = dlq.ReasonTooLarge
+	reasonUnsupportedEventType = dlq.ReasonUnsupportedEventType
+	reasonUnknownMerchant      = dlq.ReasonUnknownMerchant
+	reasonDecryptFailed        = dlq.ReasonDecryptFailed
+	reasonBadNonce             = dlq.ReasonBadNonce
+	reasonBadCiphertext        = dlq.ReasonBadCiphertext
+	reasonUnsupportedAlgorithm = dlq.ReasonUnsupportedAlgorithm
+	reasonMaxDeliveries        = dlq.ReasonMaxDeliveries
 )
 
 // permanent maps the errors that retrying cannot fix to their dead-letter reason. Order matters only

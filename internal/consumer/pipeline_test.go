@@ -13,6 +13,7 @@ import (
 
 	"github.com/wxpay-events/wxpay-events/internal/consumer"
 	"github.com/wxpay-events/wxpay-events/internal/dedupe"
+	"github.com/wxpay-events/wxpay-events/internal/dlq"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/pipelinetest"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
@@ -278,18 +279,18 @@ func TestUnprocessableGoesToDLQWithReason(t *testing.T) {
 	p.WaitFor(20*time.Second, "every case dead-lettered", func() bool { return p.Count(topology.DLQStream) >= uint64(len(cases)) })
 	p.WaitFor(10*time.Second, "consumer settled", p.Settled)
 
-	dlq := p.Messages(topology.DLQStream)
-	if len(dlq) != len(cases) {
-		t.Fatalf("DLQ holds %d entries for %d cases", len(dlq), len(cases))
+	dead := p.Messages(topology.DLQStream)
+	if len(dead) != len(cases) {
+		t.Fatalf("DLQ holds %d entries for %d cases", len(dead), len(cases))
 	}
 	inbound := map[string][]byte{}
 	for _, m := range p.Messages(topology.InboundStream) {
 		inbound[m.Header.Get("Nats-Msg-Id")] = m.Data
 	}
-	for _, m := range dlq {
-		orig := m.Header.Get(consumer.HeaderDLQOriginalMsgID)
+	for _, m := range dead {
+		orig := m.Header.Get(dlq.HeaderOriginalMsgID)
 		reason := byID[orig]
-		if got := m.Header.Get(consumer.HeaderDLQReason); got != reason {
+		if got := m.Header.Get(dlq.HeaderReason); got != reason {
 			t.Errorf("%s: Dlq-Reason = %q, want %q", orig, got, reason)
 		}
 		if m.Subject != "wechatpay.dlq."+reason+"."+mchid {
@@ -298,13 +299,13 @@ func TestUnprocessableGoesToDLQWithReason(t *testing.T) {
 		if !bytes.Equal(m.Data, inbound[orig]) {
 			t.Errorf("%s: DLQ body differs from the inbound body", orig)
 		}
-		for _, h := range []string{consumer.HeaderDLQError, consumer.HeaderDLQOriginalSubject, consumer.HeaderDLQDeliveries, consumer.HeaderDLQAt, "Wechatpay-Signature", "Wechatpay-Serial"} {
+		for _, h := range []string{dlq.HeaderError, dlq.HeaderOriginalSubject, dlq.HeaderDeliveries, dlq.HeaderAt, "Wechatpay-Signature", "Wechatpay-Serial"} {
 			if m.Header.Get(h) == "" {
 				t.Errorf("%s: header %s missing", orig, h)
 			}
 		}
-		if !strings.HasPrefix(m.Header.Get(consumer.HeaderDLQOriginalSubject), "wechatpay.inbound."+mchid+".") {
-			t.Errorf("%s: Dlq-Original-Subject %q", orig, m.Header.Get(consumer.HeaderDLQOriginalSubject))
+		if !strings.HasPrefix(m.Header.Get(dlq.HeaderOriginalSubject), "wechatpay.inbound."+mchid+".") {
+			t.Errorf("%s: Dlq-Original-Subject %q", orig, m.Header.Get(dlq.HeaderOriginalSubject))
 		}
 	}
 	if n := p.Count(topology.EventsStream); n != 0 {
@@ -370,11 +371,11 @@ func TestMaxDeliveriesEndInDLQ(t *testing.T) {
 	}
 	p.WaitFor(30*time.Second, "dead-lettered after 2 deliveries", func() bool { return p.Count(topology.DLQStream) == 1 })
 	m := p.Messages(topology.DLQStream)[0]
-	if got := m.Header.Get(consumer.HeaderDLQReason); got != "max_deliveries" {
+	if got := m.Header.Get(dlq.HeaderReason); got != "max_deliveries" {
 		t.Fatalf("Dlq-Reason = %q", got)
 	}
-	if !strings.Contains(m.Header.Get(consumer.HeaderDLQError), "unavailable") && m.Header.Get(consumer.HeaderDLQError) == "" {
-		t.Fatalf("Dlq-Error does not say why: %q", m.Header.Get(consumer.HeaderDLQError))
+	if !strings.Contains(m.Header.Get(dlq.HeaderError), "unavailable") && m.Header.Get(dlq.HeaderError) == "" {
+		t.Fatalf("Dlq-Error does not say why: %q", m.Header.Get(dlq.HeaderError))
 	}
 }
 

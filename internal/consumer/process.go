@@ -71,12 +71,18 @@ type result struct {
 	outcome string         // published (at least one event new) or duplicate, when err is nil
 }
 
-// typ is the domain type of the message's events, "" before mapping.
+// typ is the domain type of the message's events, also when mapping failed (from the envelope's event
+// type); "" when even that is unknown.
 func (r result) typ() string {
-	if len(r.events) == 0 {
-		return ""
+	if len(r.events) > 0 {
+		return r.events[0].Type
 	}
-	return r.events[0].Type
+	for _, m := range events.Mappings() {
+		if m.EventType == r.env.EventType {
+			return m.Type
+		}
+	}
+	return ""
 }
 
 // ids lists the event ids, for the log line.

@@ -8,30 +8,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/wxpay-events/wxpay-events/internal/config"
-	"github.com/wxpay-events/wxpay-events/internal/consumer"
 	"github.com/wxpay-events/wxpay-events/internal/decrypt"
-	"github.com/wxpay-events/wxpay-events/internal/envelope"
-	"github.com/wxpay-events/wxpay-events/internal/events"
+	"github.com/wxpay-events/wxpay-events/internal/dlq"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 )
 
 func init() { commands = append(commands, dlqCommand) }
-
-// callTimeout bounds each NATS request of the dlq commands.
-const callTimeout = 5 * time.Second
 
 func dlqCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -50,22 +42,35 @@ and --limit.`,
   wxpayctl dlq replay --reason unsupported_event_type --dry-run
   wxpayctl dlq replay --reason decrypt_failed --rate 20/s
   wxpayctl dlq purge --reason malformed --until 168h --yes`,
+		Args: cobra.NoArgs,
+		// Without a subcommand, or with an unknown one, say so: help and exit 0 would hide a typo.
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return usageError("dlq needs a subcommand: ls, show, replay or purge (see wxpayctl dlq --help)")
+		},
 	}
 	cmd.AddCommand(dlqLsCommand(g), dlqShowCommand(g), dlqReplayCommand(g), dlqPurgeCommand(g))
+	cmd.SuggestionsMinimumDistance = 2
+	cmd.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown dlq subcommand %q", args[0])
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += "; did you mean " + strings.Join(s, " or ") + "?"
+		}
+		return usageError("%s (subcommands: ls, show, replay, purge)", msg)
+	}
 	return cmd
 }
 
-// dlqFilters select DLQ entries.
-type dlqFilters struct {
+// dlqFlags are the entry filters as flags; parse turns them into a dlq.Filter.
+type dlqFlags struct {
 	reasons, mchids, eventTypes []string
 	since, until, seq           string
 	limit                       int
-
-	sinceT, untilT time.Time
-	from, to       uint64 // stream sequences, inclusive; 0: open
 }
 
-func (f *dlqFilters) register(fs *pflag.FlagSet, defaultLimit int) {
+func (f *dlqFlags) register(fs *pflag.FlagSet, defaultLimit int) {
 	fs.StringSliceVar(&f.reasons, "reason", nil, "only these dead-letter reasons (e.g. decrypt_failed,unsupported_event_type)")
 	fs.StringSliceVar(&f.mchids, "mchid", nil, "only these merchants")
 	fs.StringSliceVar(&f.eventTypes, "event-type", nil, "only these event types: WeChat (REFUND.SUCCESS) or domain (refund.succeeded, refund.*)")
@@ -75,244 +80,77 @@ func (f *dlqFilters) register(fs *pflag.FlagSet, defaultLimit int) {
 	fs.IntVar(&f.limit, "limit", defaultLimit, "at most this many entries (0: no limit)")
 }
 
-func (f *dlqFilters) parse(now time.Time) error {
-	for _, list := range [][]string{f.reasons, f.mchids} {
-		for _, v := range list {
-			if !subjectToken(v) || v == "*" {
-				return usageError("%q is not a subject token (a reason or merchant id)", v)
-			}
-		}
-	}
+func (f *dlqFlags) parse(now time.Time) (dlq.Filter, error) {
+	filter := dlq.Filter{Reasons: f.reasons, MchIDs: f.mchids, EventTypes: f.eventTypes, Limit: f.limit}
 	var err error
-	if f.sinceT, err = parseWhen(f.since, now); err != nil {
-		return usageError("--since: %v", err)
+	if filter.Since, err = dlq.ParseWhen(f.since, now); err != nil {
+		return filter, usageError("--since: %v", err)
 	}
-	if f.untilT, err = parseWhen(f.until, now); err != nil {
-		return usageError("--until: %v", err)
-	}
-	if f.limit < 0 {
-		return usageError("--limit %d: must not be negative", f.limit)
+	if filter.Until, err = dlq.ParseWhen(f.until, now); err != nil {
+		return filter, usageError("--until: %v", err)
 	}
 	if f.seq != "" {
-		a, b, isRange := strings.Cut(f.seq, "-")
-		if f.from, err = strconv.ParseUint(a, 10, 64); err != nil || f.from == 0 {
-			return usageError("--seq %q: use N, A-B or A-", f.seq)
-		}
-		f.to = f.from
-		if isRange {
-			f.to = 0
-			if b != "" {
-				if f.to, err = strconv.ParseUint(b, 10, 64); err != nil || f.to < f.from {
-					return usageError("--seq %q: use N, A-B or A- with A ≤ B", f.seq)
-				}
-			}
+		if filter.From, filter.To, err = dlq.ParseSeqRange(f.seq); err != nil {
+			return filter, usageError("--seq: %v", err)
 		}
 	}
-	for _, et := range f.eventTypes {
-		if _, err := path.Match(et, ""); err != nil {
-			return usageError("--event-type %q: %v", et, err)
-		}
+	if err := filter.Validate(); err != nil {
+		return filter, usageError("%v", err)
 	}
-	return nil
+	return filter, nil
 }
 
-// parseWhen reads an RFC 3339 time or a duration before now; "" is the zero time.
-func parseWhen(v string, now time.Time) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339, v); err == nil {
-		return t, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
-		return time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time nor a duration such as 90m", v)
-	}
-	return now.Add(-d), nil
-}
-
-// subjects are the DLQ filter subjects for the reason and merchant filters.
-func (f *dlqFilters) subjects() []string {
-	reasons, mchids := f.reasons, f.mchids
-	if len(reasons) == 0 {
-		reasons = []string{"*"}
-	}
-	if len(mchids) == 0 {
-		mchids = []string{"*"}
-	}
-	var out []string
-	for _, r := range reasons {
-		for _, m := range mchids {
-			if s := topology.DLQSubject(r, m); !slices.Contains(out, s) {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
-}
-
-// matchEventType reports whether a notification's WeChat event type passes the --event-type filter.
-func (f *dlqFilters) matchEventType(eventType string) bool {
-	if len(f.eventTypes) == 0 {
-		return true
-	}
-	domain := ""
-	for _, m := range events.Mappings() {
-		if m.EventType == eventType {
-			domain = m.Type
-		}
-	}
-	for _, want := range f.eventTypes {
-		if strings.EqualFold(want, eventType) {
-			return true
-		}
-		if ok, _ := path.Match(want, domain); ok && domain != "" {
-			return true
-		}
-	}
-	return false
-}
-
-// dlqRow is one DLQ entry as ls shows it: everything but the body.
-type dlqRow struct {
-	Seq             uint64    `json:"seq"`
-	Stored          time.Time `json:"stored"`
-	Reason          string    `json:"reason"`
-	MchID           string    `json:"mchid"`
-	EventType       string    `json:"event_type,omitempty"`
-	NotificationID  string    `json:"notification_id,omitempty"`
-	Deliveries      string    `json:"deliveries,omitempty"`
-	Error           string    `json:"error,omitempty"`
-	OriginalSubject string    `json:"original_subject"`
-	OriginalMsgID   string    `json:"original_msg_id,omitempty"`
-	DeadLetteredAt  string    `json:"dead_lettered_at,omitempty"`
-}
-
-func newDLQRow(seq uint64, stored time.Time, subject string, h nats.Header, body []byte) dlqRow {
-	r := dlqRow{
-		Seq: seq, Stored: stored.UTC(),
-		Reason: h.Get(consumer.HeaderDLQReason), Error: h.Get(consumer.HeaderDLQError),
-		Deliveries: h.Get(consumer.HeaderDLQDeliveries), OriginalSubject: h.Get(consumer.HeaderDLQOriginalSubject),
-		OriginalMsgID: h.Get(consumer.HeaderDLQOriginalMsgID), DeadLetteredAt: h.Get(consumer.HeaderDLQAt),
-	}
-	if rest, ok := strings.CutPrefix(subject, topology.DLQPrefix); ok {
-		reason, mchid, _ := strings.Cut(rest, ".")
-		r.MchID = mchid
-		if r.Reason == "" {
-			r.Reason = reason
-		}
-	}
-	if env, err := envelope.Parse(body); err == nil {
-		r.EventType, r.NotificationID = env.EventType, env.ID
-	}
-	return r
-}
-
-// scanDLQ reads the DLQ in order with an ordered consumer filtered by subject (and start sequence or
-// time), and returns the entries that pass every filter, up to the limit; more says the limit cut it.
-func scanDLQ(ctx context.Context, js jetstream.JetStream, f *dlqFilters) (rows []dlqRow, more bool, err error) {
-	s, err := dlqStream(ctx, js)
+// openDLQ connects and opens the DLQ, turning the store's errors into exit codes.
+func (g *globals) openDLQ(ctx context.Context) (*dlq.Store, func(), error) {
+	nc, js, err := g.connect()
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: f.subjects(), DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: inactiveThreshold}
-	switch {
-	case f.from > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.from
-	case !f.sinceT.IsZero():
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &f.sinceT
-	}
-	cons, err := s.OrderedConsumer(ctx, cfg)
+	s, err := dlq.Open(ctx, js)
 	if err != nil {
-		return nil, false, runtime(fmt.Errorf("read %s: %w", topology.DLQStream, err))
+		nc.Close()
+		return nil, nil, runtime(err)
 	}
-	defer removeConsumer(ctx, js, topology.DLQStream, cons)
-	if cons.CachedInfo().NumPending == 0 {
-		return nil, false, nil
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, false, runtime(fmt.Errorf("read %s: %w", topology.DLQStream, err))
-	}
-	defer it.Stop()
-	for {
-		nctx, cancel := context.WithTimeout(ctx, callTimeout)
-		m, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
-		if err != nil {
-			return nil, false, runtime(fmt.Errorf("read %s: %w", topology.DLQStream, err))
-		}
-		meta, err := m.Metadata()
-		if err != nil {
-			return nil, false, runtime(err)
-		}
-		seq := meta.Sequence.Stream
-		if (f.to > 0 && seq > f.to) || (!f.untilT.IsZero() && !meta.Timestamp.Before(f.untilT)) {
-			return rows, false, nil
-		}
-		if f.sinceT.IsZero() || !meta.Timestamp.Before(f.sinceT) {
-			r := newDLQRow(seq, meta.Timestamp, m.Subject(), m.Headers(), m.Data())
-			if f.matchEventType(r.EventType) {
-				if f.limit > 0 && len(rows) == f.limit {
-					return rows, true, nil
-				}
-				rows = append(rows, r)
-			}
-		}
-		if meta.NumPending == 0 {
-			return rows, false, nil
-		}
-	}
-}
-
-func dlqStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	s, err := js.Stream(cctx, topology.DLQStream)
-	if err != nil {
-		if topology.IsNotFound(err) {
-			return nil, runtime(fmt.Errorf("stream %s: %w (run: wxpayctl streams apply)", topology.DLQStream, err))
-		}
-		return nil, runtime(fmt.Errorf("stream %s: %w", topology.DLQStream, err))
-	}
-	return s, nil
+	return s, nc.Close, nil
 }
 
 func dlqLsCommand(g *globals) *cobra.Command {
-	var f dlqFilters
+	var f dlqFlags
 	cmd := &cobra.Command{
-		Use:   "ls",
-		Short: "List dead-lettered notifications with their reason",
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List dead-lettered notifications with their reason",
 		Example: `  wxpayctl dlq ls
   wxpayctl dlq ls --reason decrypt_failed --mchid 1900000100 --since 24h
   wxpayctl dlq ls --event-type 'refund.*' -o json | jq '.[].seq'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.parse(time.Now()); err != nil {
-				return err
-			}
-			nc, js, err := g.connect()
+			filter, err := f.parse(time.Now())
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			rows, more, err := scanDLQ(cmd.Context(), js, &f)
+			s, done, err := g.openDLQ(cmd.Context())
 			if err != nil {
 				return err
+			}
+			defer done()
+			entries, more, err := s.Scan(cmd.Context(), filter)
+			if err != nil {
+				return runtime(err)
 			}
 			if g.output == "json" {
-				if rows == nil {
-					rows = []dlqRow{}
+				if entries == nil {
+					entries = []dlq.Entry{}
 				}
-				return json.NewEncoder(g.env.Stdout).Encode(rows)
+				return json.NewEncoder(g.env.Stdout).Encode(entries)
 			}
-			if len(rows) == 0 {
+			if len(entries) == 0 {
 				outln(g.env.Stdout, "no dead-lettered notification matches")
 				return nil
 			}
-			printDLQRows(g.env.Stdout, rows)
+			printDLQEntries(g.env.Stdout, entries)
 			if more {
-				outf(g.env.Stdout, "(more entries match: raise --limit %d)\n", f.limit)
+				outf(g.env.Stdout, "(more entries match: raise --limit %d)\n", filter.Limit)
 			}
 			return nil
 		},
@@ -321,12 +159,12 @@ func dlqLsCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-func printDLQRows(w io.Writer, rows []dlqRow) {
+func printDLQEntries(w io.Writer, entries []dlq.Entry) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	outln(tw, "SEQ\tSTORED\tREASON\tMCHID\tEVENT TYPE\tNOTIFICATION ID\tDELIVERIES\tERROR")
-	for _, r := range rows {
-		outf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Seq, r.Stored.Format(time.RFC3339), r.Reason, r.MchID,
-			dash(r.EventType), dash(r.NotificationID), dash(r.Deliveries), dash(truncate(r.Error, 60)))
+	outln(tw, "SEQ\tSTORED (UTC)\tREASON\tMCHID\tEVENT TYPE\tNOTIFICATION ID\tDELIVERIES\tERROR")
+	for _, e := range entries {
+		outf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.Seq, e.Stored.Format(time.RFC3339), e.Reason, e.MchID,
+			dash(e.EventType), dash(e.NotificationID), e.Deliveries, dash(truncate(e.Error, 60)))
 	}
 	_ = tw.Flush()
 }
@@ -345,16 +183,19 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// dlqEntry is what show prints: the headers, the reason and the envelope; the plaintext only on request.
-type dlqEntry struct {
-	dlqRow
-	Subject       string             `json:"subject"`
-	Headers       map[string]string  `json:"headers"`
-	Envelope      *envelope.Envelope `json:"envelope,omitempty"`
-	EnvelopeError string             `json:"envelope_error,omitempty"`
-	BodyBytes     int                `json:"body_bytes"`
-	Body          string             `json:"body,omitempty"`
-	Plaintext     json.RawMessage    `json:"plaintext,omitempty"`
+// shownEntry is what show prints as JSON: the entry, its headers and envelope; the body and the plaintext
+// only on request.
+type shownEntry struct {
+	dlq.Entry
+	Subject       string            `json:"subject"`
+	Headers       map[string]string `json:"headers"`
+	Envelope      any               `json:"envelope,omitempty"`
+	EnvelopeError string            `json:"envelope_error,omitempty"`
+	BodyBytes     int               `json:"body_bytes"`
+	Body          string            `json:"body,omitempty"`
+	Plaintext     json.RawMessage   `json:"plaintext,omitempty"`
+	Replayable    bool              `json:"replayable"`
+	FixFirst      string            `json:"fix_first,omitempty"`
 }
 
 func dlqShowCommand(g *globals) *cobra.Command {
@@ -369,7 +210,12 @@ which needs the merchant's APIv3 key file (--apiv3-key-file or WECHATPAY_APIV3_K
 		Example: `  wxpayctl dlq show 42
   wxpayctl dlq show 42 -o json
   wxpayctl dlq show 42 --decrypt --apiv3-key-file /secrets/1900000100/apiv3.key`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError("show needs one DLQ sequence number, e.g. wxpayctl dlq show 42 (see wxpayctl dlq ls)")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			seq, err := strconv.ParseUint(args[0], 10, 64)
 			if err != nil || seq == 0 {
@@ -378,36 +224,28 @@ which needs the merchant's APIv3 key file (--apiv3-key-file or WECHATPAY_APIV3_K
 			if decryptIt && keyFile == "" {
 				return usageError("--decrypt needs the APIv3 key: --apiv3-key-file FILE or WECHATPAY_APIV3_KEY_FILE")
 			}
-			nc, js, err := g.connect()
+			s, done, err := g.openDLQ(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			s, err := dlqStream(cmd.Context(), js)
-			if err != nil {
-				return err
-			}
-			gctx, cancel := context.WithTimeout(cmd.Context(), callTimeout)
-			defer cancel()
-			raw, err := s.GetMsg(gctx, seq)
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				return failed(fmt.Errorf("%s has no entry %d (replayed or purged?)", topology.DLQStream, seq))
+			defer done()
+			e, err := s.Get(cmd.Context(), seq)
+			if errors.Is(err, dlq.ErrNotFound) {
+				return failed(err)
 			}
 			if err != nil {
-				return runtime(fmt.Errorf("get %s entry %d: %w", topology.DLQStream, seq, err))
+				return runtime(err)
 			}
-			e := dlqEntry{dlqRow: newDLQRow(seq, raw.Time, raw.Subject, raw.Header, raw.Data), Subject: raw.Subject, Headers: map[string]string{}, BodyBytes: len(raw.Data)}
-			for k, v := range raw.Header {
-				e.Headers[k] = strings.Join(v, ", ")
+			shown := shownEntry{Entry: e, Subject: e.Subject, Headers: map[string]string{}, BodyBytes: len(e.Body), EnvelopeError: e.EnvelopeError}
+			shown.Replayable, shown.FixFirst = e.Replayable()
+			if e.Envelope != nil {
+				shown.Envelope = e.Envelope
 			}
-			env, perr := envelope.Parse(raw.Data)
-			if perr != nil {
-				e.EnvelopeError = perr.Error()
-			} else {
-				e.Envelope = &env
+			for k, v := range e.Header {
+				shown.Headers[k] = strings.Join(v, ", ")
 			}
 			if body {
-				e.Body = string(raw.Data)
+				shown.Body = string(e.Body)
 			}
 			if decryptIt {
 				if e.Envelope == nil {
@@ -421,20 +259,20 @@ which needs the merchant's APIv3 key file (--apiv3-key-file or WECHATPAY_APIV3_K
 				if err != nil {
 					return runtime(err)
 				}
-				r := env.Resource
+				r := e.Envelope.Resource
 				plain, err := c.Open(r.Algorithm, r.Nonce, r.AssociatedData, r.Ciphertext)
 				if err != nil {
 					return failed(fmt.Errorf("decrypt entry %d with %s: %w", seq, keyFile, err))
 				}
-				e.Plaintext = plain
+				shown.Plaintext = plain
 				if !json.Valid(plain) {
-					e.Plaintext, _ = json.Marshal(string(plain))
+					shown.Plaintext, _ = json.Marshal(string(plain))
 				}
 			}
 			if g.output == "json" {
-				return json.NewEncoder(g.env.Stdout).Encode(e)
+				return json.NewEncoder(g.env.Stdout).Encode(shown)
 			}
-			printDLQEntry(g.env.Stdout, e)
+			printShownEntry(g.env.Stdout, shown)
 			return nil
 		},
 	}
@@ -444,13 +282,17 @@ which needs the merchant's APIv3 key file (--apiv3-key-file or WECHATPAY_APIV3_K
 	return cmd
 }
 
-func printDLQEntry(w io.Writer, e dlqEntry) {
+func printShownEntry(w io.Writer, e shownEntry) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	outf(tw, "DLQ entry\t%d, stored %s on %s\n", e.Seq, e.Stored.Format(time.RFC3339), e.Subject)
 	outf(tw, "reason\t%s\n", e.Reason)
 	outf(tw, "error\t%s\n", dash(e.Error))
-	outf(tw, "deliveries\t%s\n", dash(e.Deliveries))
-	outf(tw, "dead-lettered at\t%s\n", dash(e.DeadLetteredAt))
+	outf(tw, "deliveries\t%d\n", e.Deliveries)
+	at := "-"
+	if !e.DeadLetteredAt.IsZero() {
+		at = e.DeadLetteredAt.Format(time.RFC3339)
+	}
+	outf(tw, "dead-lettered at\t%s\n", at)
 	outf(tw, "original subject\t%s\n", dash(e.OriginalSubject))
 	outf(tw, "original msg id\t%s\n", dash(e.OriginalMsgID))
 	_ = tw.Flush()
@@ -464,10 +306,9 @@ func printDLQEntry(w io.Writer, e dlqEntry) {
 		outf(w, "  %s: %s\n", k, e.Headers[k])
 	}
 	outf(w, "\nenvelope (%d bytes):\n", e.BodyBytes)
-	if e.Envelope == nil {
+	if env := e.Entry.Envelope; env == nil {
 		outf(w, "  not a usable notification envelope: %s\n", e.EnvelopeError)
 	} else {
-		env := e.Envelope
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		outf(tw, "  id\t%s\n  event_type\t%s\n  create_time\t%s\n  resource_type\t%s\n  summary\t%s\n", env.ID, env.EventType, env.CreateTime, env.ResourceType, env.Summary)
 		r := env.Resource
@@ -485,17 +326,17 @@ func printDLQEntry(w io.Writer, e dlqEntry) {
 		}
 		outf(w, "\nplaintext (decrypted):\n  %s\n", buf.String())
 	}
-	outf(w, "\nreplay it: wxpayctl dlq replay --seq %d\n", e.Seq)
+	if e.Replayable {
+		outf(w, "\nreplay it: wxpayctl dlq replay --seq %d\n", e.Seq)
+	} else {
+		outf(w, "\na replay as it is would fail again: %s; then: wxpayctl dlq replay --seq %d\n", e.FixFirst, e.Seq)
+	}
 }
 
 // replayOutcome is what happened to one entry.
 type replayOutcome struct {
-	Seq        uint64 `json:"seq"`
-	Target     string `json:"target,omitempty"`
-	MsgID      string `json:"msg_id,omitempty"`
-	InboundSeq uint64 `json:"inbound_seq,omitempty"`
-	Duplicate  bool   `json:"duplicate,omitempty"` // the inbound stream already had this replay (a re-run after a crash)
-	Error      string `json:"error,omitempty"`
+	dlq.Replayed
+	Error string `json:"error,omitempty"`
 }
 
 // replaySummary is printed at the end of a replay.
@@ -510,7 +351,7 @@ type replaySummary struct {
 }
 
 func dlqReplayCommand(g *globals) *cobra.Command {
-	var f dlqFilters
+	var f dlqFlags
 	var dryRun bool
 	var rate string
 	cmd := &cobra.Command{
@@ -533,70 +374,26 @@ like any notification, and its dedupe makes a second replay of the same fact pub
   wxpayctl dlq replay --seq 100-250 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.parse(time.Now()); err != nil {
+			filter, err := f.parse(time.Now())
+			if err != nil {
 				return err
 			}
-			interval, err := parseRate(rate)
+			interval, err := dlq.ParseRate(rate)
 			if err != nil {
 				return usageError("--rate: %v", err)
 			}
-			nc, js, err := g.connect()
+			s, done, err := g.openDLQ(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			return g.replay(cmd.Context(), js, &f, dryRun, interval)
+			defer done()
+			return g.replay(cmd.Context(), s, filter, dryRun, interval)
 		},
 	}
 	f.register(cmd.Flags(), 0)
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be replayed; change nothing")
 	cmd.Flags().StringVar(&rate, "rate", "", "at most this many replays per second or minute: 50/s, 600/m (default: unlimited)")
 	return cmd
-}
-
-// parseRate reads "N/s", "N/m" or "N" (per second) into the interval between two operations; "" is 0.
-func parseRate(v string) (time.Duration, error) {
-	if v == "" {
-		return 0, nil
-	}
-	num, unit, _ := strings.Cut(v, "/")
-	per := time.Second
-	switch unit {
-	case "", "s", "sec":
-	case "m", "min":
-		per = time.Minute
-	default:
-		return 0, fmt.Errorf("%q: use N/s or N/m", v)
-	}
-	n, err := strconv.ParseFloat(num, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%q: use a positive rate such as 20/s", v)
-	}
-	return time.Duration(float64(per) / n), nil
-}
-
-// pacer spaces operations at least interval apart: a token bucket holding one token, so that a stalled
-// publish is not followed by a burst that would exceed the rate.
-type pacer struct {
-	interval time.Duration
-	next     time.Time // earliest start of the next operation; zero before the first
-}
-
-func (p *pacer) wait(ctx context.Context) error {
-	if p.interval <= 0 {
-		return ctx.Err()
-	}
-	if d := time.Until(p.next); d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	p.next = time.Now().Add(p.interval)
-	return ctx.Err()
 }
 
 // progress draws a one-line progress bar on a terminal.
@@ -621,38 +418,35 @@ func (p *progress) finish() {
 	}
 }
 
-func (g *globals) replay(ctx context.Context, js jetstream.JetStream, f *dlqFilters, dryRun bool, interval time.Duration) error {
+func (g *globals) replay(ctx context.Context, s *dlq.Store, f dlq.Filter, dryRun bool, interval time.Duration) error {
 	start := time.Now()
-	rows, _, err := scanDLQ(ctx, js, f)
+	entries, _, err := s.Scan(ctx, f)
 	if err != nil {
-		return err
+		return runtime(err)
 	}
-	sum := replaySummary{Matched: len(rows), DryRun: dryRun, Entries: []replayOutcome{}}
-	s, err := dlqStream(ctx, js)
-	if err != nil {
-		return err
-	}
-	bar := &progress{w: g.env.Stderr, on: g.env.IsTerminal && !dryRun, total: len(rows)}
-	pace := &pacer{interval: interval}
-	for i, r := range rows {
-		out := replayOutcome{Seq: r.Seq}
+	sum := replaySummary{Matched: len(entries), DryRun: dryRun, Entries: []replayOutcome{}}
+	bar := &progress{w: g.env.Stderr, on: g.env.IsTerminal && !dryRun, total: len(entries)}
+	pace := &dlq.Pacer{Interval: interval}
+	for i, e := range entries {
 		if dryRun {
-			out.Target, out.MsgID = r.OriginalSubject, replayMsgID(r.OriginalMsgID, r.OriginalSubject, r.NotificationID, r.Seq)
-			if _, _, ok := topology.ParseInboundSubject(r.OriginalSubject); !ok {
-				out.Error = fmt.Sprintf("Dlq-Original-Subject %q is not an inbound subject", r.OriginalSubject)
+			r, err := dlq.Plan(e)
+			out := replayOutcome{Replayed: r}
+			if err != nil {
+				out.Error = err.Error()
 			}
 			sum.Entries = append(sum.Entries, out)
 			continue
 		}
-		if err := pace.wait(ctx); err != nil {
+		if err := pace.Wait(ctx); err != nil {
 			break // interrupted: what is left stays in the DLQ
 		}
-		gone := false
-		out, gone = replayOne(ctx, js, s, r.Seq)
+		r, err := s.Replay(ctx, e.Seq)
+		out := replayOutcome{Replayed: r}
 		switch {
-		case gone:
+		case errors.Is(err, dlq.ErrNotFound):
 			sum.Gone++
-		case out.Error != "":
+		case err != nil:
+			out.Error = err.Error()
 			sum.Failed++
 		default:
 			sum.Replayed++
@@ -670,60 +464,6 @@ func (g *globals) replay(ctx context.Context, js jetstream.JetStream, f *dlqFilt
 		return failed(fmt.Errorf("replay incomplete: %d of %d entries failed and stay in %s", sum.Failed, sum.Matched, topology.DLQStream))
 	}
 	return nil
-}
-
-// replayMsgID is the Nats-Msg-Id of a replay: a new id per DLQ entry, so that the inbound stream's
-// duplicate window does not swallow the replay of a recent failure, but a re-run of the same entry's
-// replay (after a crash between the PubAck and the delete) is recognised as a duplicate.
-func replayMsgID(original, subject, notificationID string, seq uint64) string {
-	if original == "" {
-		mchid, _, _ := topology.ParseInboundSubject(subject)
-		original = topology.InboundMsgID(mchid, notificationID)
-	}
-	return original + ":replay:" + strconv.FormatUint(seq, 10)
-}
-
-// replayOne republishes DLQ entry seq to its inbound subject, waits for the PubAck, then deletes the entry.
-// gone reports that the entry no longer exists.
-func replayOne(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, seq uint64) (out replayOutcome, gone bool) {
-	out.Seq = seq
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	raw, err := s.GetMsg(cctx, seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		out.Error = "gone"
-		return out, true
-	}
-	if err != nil {
-		out.Error = fmt.Sprintf("read: %v", err)
-		return out, false
-	}
-	out.Target = raw.Header.Get(consumer.HeaderDLQOriginalSubject)
-	if _, _, ok := topology.ParseInboundSubject(out.Target); !ok {
-		out.Error = fmt.Sprintf("Dlq-Original-Subject %q is not an inbound subject", out.Target)
-		return out, false
-	}
-	nid := ""
-	if env, err := envelope.Parse(raw.Data); err == nil {
-		nid = env.ID
-	}
-	out.MsgID = replayMsgID(raw.Header.Get(consumer.HeaderDLQOriginalMsgID), out.Target, nid, seq)
-	m := &nats.Msg{Subject: out.Target, Data: raw.Data, Header: nats.Header{}}
-	for k, v := range raw.Header {
-		if strings.HasPrefix(k, "Wechatpay-") || k == topology.HeaderRequestID {
-			m.Header[k] = v
-		}
-	}
-	ack, err := js.PublishMsg(cctx, m, jetstream.WithMsgID(out.MsgID), jetstream.WithExpectStream(topology.InboundStream))
-	if err != nil {
-		out.Error = fmt.Sprintf("publish to %s: %v (the entry stays in the DLQ)", topology.InboundStream, err)
-		return out, false
-	}
-	out.InboundSeq, out.Duplicate = ack.Sequence, ack.Duplicate
-	if err := s.DeleteMsg(cctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		out.Error = fmt.Sprintf("replayed as inbound %d but not removed from the DLQ: %v (replaying it again is harmless)", ack.Sequence, err)
-	}
-	return out, false
 }
 
 func (g *globals) printReplay(sum replaySummary) {
@@ -745,7 +485,7 @@ func (g *globals) printReplay(sum replaySummary) {
 		return
 	}
 	for _, e := range sum.Entries {
-		if e.Error != "" && e.Error != "gone" {
+		if e.Error != "" {
 			outf(out, "entry %d: %s\n", e.Seq, e.Error)
 		}
 	}
@@ -763,7 +503,7 @@ type purgeSummary struct {
 }
 
 func dlqPurgeCommand(g *globals) *cobra.Command {
-	var f dlqFilters
+	var f dlqFlags
 	var yes, dryRun bool
 	cmd := &cobra.Command{
 		Use:   "purge",
@@ -775,51 +515,45 @@ terminal; without a terminal it refuses unless --yes is given.`,
   wxpayctl dlq purge --seq 10-20 --dry-run`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := f.parse(time.Now()); err != nil {
-				return err
-			}
-			nc, js, err := g.connect()
+			filter, err := f.parse(time.Now())
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
 			ctx := cmd.Context()
-			rows, _, err := scanDLQ(ctx, js, &f)
+			s, done, err := g.openDLQ(ctx)
 			if err != nil {
 				return err
 			}
-			sum := purgeSummary{Matched: len(rows), DryRun: dryRun, Seqs: []uint64{}}
-			if len(rows) == 0 || dryRun {
-				for _, r := range rows {
-					sum.Seqs = append(sum.Seqs, r.Seq)
+			defer done()
+			entries, _, err := s.Scan(ctx, filter)
+			if err != nil {
+				return runtime(err)
+			}
+			sum := purgeSummary{Matched: len(entries), DryRun: dryRun, Seqs: []uint64{}}
+			if len(entries) == 0 || dryRun {
+				for _, e := range entries {
+					sum.Seqs = append(sum.Seqs, e.Seq)
 				}
-				g.printPurge(sum, rows)
+				g.printPurge(sum, entries)
 				return nil
 			}
 			if !yes {
 				if !g.env.IsTerminal {
-					return usageError("refusing to purge %d entries without confirmation: not a terminal; pass --yes", len(rows))
+					return usageError("refusing to purge %d entries without confirmation: not a terminal; pass --yes", len(entries))
 				}
-				outf(g.env.Stderr, "Purge %d entries from %s for good? Type yes to confirm: ", len(rows), topology.DLQStream)
+				outf(g.env.Stderr, "Purge %d entries from %s for good? Type yes to confirm: ", len(entries), topology.DLQStream)
 				answer, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
 				if a := strings.ToLower(strings.TrimSpace(answer)); a != "yes" && a != "y" {
 					return failed(errors.New("purge cancelled; nothing was deleted"))
 				}
 			}
-			s, err := dlqStream(ctx, js)
-			if err != nil {
-				return err
-			}
-			for _, r := range rows {
-				cctx, cancel := context.WithTimeout(ctx, callTimeout)
-				err := s.DeleteMsg(cctx, r.Seq)
-				cancel()
-				if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-					sum.Errors = append(sum.Errors, fmt.Sprintf("entry %d: %v", r.Seq, err))
+			for _, e := range entries {
+				if err := s.Delete(ctx, e.Seq); err != nil {
+					sum.Errors = append(sum.Errors, err.Error())
 					continue
 				}
 				sum.Purged++
-				sum.Seqs = append(sum.Seqs, r.Seq)
+				sum.Seqs = append(sum.Seqs, e.Seq)
 			}
 			g.printPurge(sum, nil)
 			if len(sum.Errors) > 0 {
@@ -834,7 +568,7 @@ terminal; without a terminal it refuses unless --yes is given.`,
 	return cmd
 }
 
-func (g *globals) printPurge(sum purgeSummary, listed []dlqRow) {
+func (g *globals) printPurge(sum purgeSummary, listed []dlq.Entry) {
 	out := g.env.Stdout
 	if g.output == "json" {
 		_ = json.NewEncoder(out).Encode(sum)
@@ -844,7 +578,7 @@ func (g *globals) printPurge(sum purgeSummary, listed []dlqRow) {
 	case sum.Matched == 0:
 		outln(out, "no dead-lettered notification matches; nothing to purge")
 	case sum.DryRun:
-		printDLQRows(out, listed)
+		printDLQEntries(out, listed)
 		outf(out, "dry run: %d entries would be purged; nothing was changed\n", sum.Matched)
 	default:
 		for _, e := range sum.Errors {

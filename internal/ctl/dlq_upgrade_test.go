@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/wxpay-events/wxpay-events/internal/consumer"
+	"github.com/wxpay-events/wxpay-events/internal/dlq"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/pipelinetest"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
@@ -45,13 +45,13 @@ func TestReplayMalformedAfterUpgrade(t *testing.T) {
 				m.Header[k] = v
 			}
 		}
-		m.Header.Set(consumer.HeaderDLQReason, "malformed")
-		m.Header.Set(consumer.HeaderDLQError, "map notification "+n.ID+": events: malformed notification: field transaction_id: required")
-		m.Header.Set(consumer.HeaderDLQOriginalSubject, inbound)
-		m.Header.Set(consumer.HeaderDLQDeliveries, "1")
-		m.Header.Set(consumer.HeaderDLQAt, time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano))
-		m.Header.Set(consumer.HeaderDLQStreamSeq, strconv.Itoa(i+1))
-		m.Header.Set(consumer.HeaderDLQOriginalMsgID, topology.InboundMsgID(pipelinetest.MchID, n.ID))
+		m.Header.Set(dlq.HeaderReason, "malformed")
+		m.Header.Set(dlq.HeaderError, "map notification "+n.ID+": events: malformed notification: field transaction_id: required")
+		m.Header.Set(dlq.HeaderOriginalSubject, inbound)
+		m.Header.Set(dlq.HeaderDeliveries, "1")
+		m.Header.Set(dlq.HeaderAt, time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano))
+		m.Header.Set(dlq.HeaderStreamSeq, strconv.Itoa(i+1))
+		m.Header.Set(dlq.HeaderOriginalMsgID, topology.InboundMsgID(pipelinetest.MchID, n.ID))
 		if _, err := js.PublishMsg(ctx, m, jetstream.WithExpectStream(topology.DLQStream)); err != nil {
 			t.Fatal(err)
 		}

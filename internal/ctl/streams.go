@@ -3,12 +3,14 @@ package ctl
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"text/tabwriter"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/wxpay-events/wxpay-events/internal/config"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 )
 
@@ -33,39 +35,48 @@ func streamsCommand(g *globals) *cobra.Command {
 		Use:   "streams",
 		Short: "Create, update and inspect the JetStream streams and the consumer",
 	}
-	var replicas int
-	var maxBytes int64
+	var replicas, maxBytes string
 	apply := &cobra.Command{
 		Use:   "apply",
 		Short: "Create or update the three streams and the durable consumer (idempotent)",
 		Example: `  # before the consumer starts (the Kubernetes init container does this)
-  STREAM_REPLICAS=3 wxpayctl streams apply`,
+  STREAM_REPLICAS=3 wxpayctl streams apply
+  wxpayctl streams apply --stream-replicas 3 --inbound-max-bytes 1073741824`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The same variables, defaults and checks as the receiver and consumer (internal/config), so
+			// that apply never sets what the programs would refuse, nor lifts a cap by accident.
+			var args []string
+			for _, f := range []string{"stream-replicas", "inbound-max-bytes"} {
+				if fl := cmd.Flags().Lookup(f); fl.Changed {
+					args = append(args, "--"+f+"="+fl.Value.String())
+				}
+			}
+			if cmd.Flags().Lookup("replicas").Changed {
+				args = append(args, "--stream-replicas="+replicas)
+			}
+			sc, err := config.LoadStreams(args, g.env.Getenv, io.Discard)
+			if err != nil {
+				return usageError("%v", err)
+			}
 			nc, js, err := g.connect()
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			if err := topology.Ensure(cmd.Context(), js, topology.Options{Replicas: replicas, InboundMaxBytes: maxBytes}); err != nil {
+			if err := topology.Ensure(cmd.Context(), js, topology.Options{Replicas: sc.StreamReplicas, InboundMaxBytes: sc.InboundMaxBytes}); err != nil {
 				return runtime(err)
 			}
-			if _, err := topology.EnsureConsumer(cmd.Context(), js, topology.ConsumerOptions{Replicas: replicas}); err != nil {
+			if _, err := topology.EnsureConsumer(cmd.Context(), js, topology.ConsumerOptions{Replicas: sc.StreamReplicas}); err != nil {
 				return runtime(err)
 			}
 			return g.printStreams(cmd, js)
 		},
 	}
-	def := 1
-	if v, err := strconv.Atoi(g.env.Getenv("STREAM_REPLICAS")); err == nil && v > 0 {
-		def = v
-	}
-	apply.Flags().IntVar(&replicas, "replicas", def, "replicas of each stream [STREAM_REPLICAS]")
-	// The same cap the receiver and consumer apply, so that apply never lifts it by accident.
-	if v, err := strconv.ParseInt(g.env.Getenv("INBOUND_MAX_BYTES"), 10, 64); err == nil && v > 0 {
-		maxBytes = v
-	}
-	apply.Flags().Int64Var(&maxBytes, "inbound-max-bytes", maxBytes, "byte limit of WECHATPAY_INBOUND, 0 for none [INBOUND_MAX_BYTES]")
+	apply.Flags().StringVar(&replicas, "stream-replicas", "", "replicas of each stream, 1 to 5 [STREAM_REPLICAS, default 1]")
+	apply.Flags().StringVar(&replicas, "replicas", "", "replicas of each stream")
+	_ = apply.Flags().MarkDeprecated("replicas", "use --stream-replicas")
+	apply.Flags().StringVar(&maxBytes, "inbound-max-bytes", "", "byte limit of WECHATPAY_INBOUND, 0 for none [INBOUND_MAX_BYTES, default 0]")
 	info := &cobra.Command{
 		Use:     "info",
 		Short:   "Show the streams' state and the consumer's lag",

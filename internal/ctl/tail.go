@@ -36,8 +36,8 @@ func tailCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tail [TYPE...]",
 		Short: "Follow domain events as they are published",
-		Long: `Follow the CloudEvents on WECHATPAY_EVENTS live, one line per event (time, type, merchant and
-sub-merchant, subject, id), or with -o json each CloudEvent exactly as published, one per line.
+		Long: `Follow the CloudEvents on WECHATPAY_EVENTS live, one line per event (business time in UTC, type,
+merchant and sub-merchant, subject, id), or with -o json each CloudEvent exactly as published, one per line.
 
 TYPE is a domain type (payment.succeeded), a family (refund.* or refund), a WeChat event type
 (REFUND.SUCCESS) or a CloudEvents type (com.wechatpay.refund.succeeded); without TYPE every event is
@@ -252,6 +252,10 @@ func (p *eventPrinter) print(subject string, data []byte) {
 	if parts, ok := topology.ParseEventSubject(subject); ok && parts.Sub != "" {
 		merchant += "/" + parts.Sub
 	}
-	outf(p.out, "%-29s  %-21s  %-21s  %-30s  %s\n", ce.Time, strings.TrimPrefix(ce.Type, "com.wechatpay."),
+	when := ce.Time
+	if t, err := time.Parse(time.RFC3339Nano, ce.Time); err == nil {
+		when = t.UTC().Format(time.RFC3339Nano) // tables print UTC, as dlq ls does; -o json keeps the event as published
+	}
+	outf(p.out, "%-30s  %-21s  %-21s  %-30s  %s\n", when, strings.TrimPrefix(ce.Type, "com.wechatpay."),
 		merchant, ce.Subject, ce.ID)
 }

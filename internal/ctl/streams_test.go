@@ -1,0 +1,82 @@
+package ctl_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wxpay-events/wxpay-events/internal/testenv/natstest"
+	"github.com/wxpay-events/wxpay-events/internal/topology"
+)
+
+// streams apply reads STREAM_REPLICAS and INBOUND_MAX_BYTES as the programs do: a bad value is a usage
+// error naming the variable, never a silent default; --stream-replicas is the flag the README promises.
+func TestStreamsApplyConfiguration(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run := func(env map[string]string, args ...string) result {
+		t.Helper()
+		return invocation{env: env}.run(ctx, t, append([]string{"--nats-url", srv.URL(), "streams", "apply"}, args...)...)
+	}
+	for _, c := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"replicas not a number", map[string]string{"STREAM_REPLICAS": "three"}, nil, "STREAM_REPLICAS"},
+		{"replicas above five", nil, []string{"--stream-replicas", "7"}, "STREAM_REPLICAS"},
+		{"negative byte cap", map[string]string{"INBOUND_MAX_BYTES": "-1"}, nil, "INBOUND_MAX_BYTES"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := run(c.env, c.args...)
+			mustCode(t, r, 2, c.name)
+			if !strings.Contains(r.stderr, c.want) {
+				t.Errorf("the error does not name %s:\n%s", c.want, r.stderr)
+			}
+		})
+	}
+
+	mustCode(t, run(map[string]string{"INBOUND_MAX_BYTES": "1048576"}, "--stream-replicas", "1"), 0, "apply")
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, topology.InboundStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxBytes; got != 1048576 {
+		t.Errorf("inbound MaxBytes = %d, want INBOUND_MAX_BYTES", got)
+	}
+}
+
+// A mistyped dlq subcommand, or none, is a usage error that says what exists, not help and exit 0.
+func TestDLQUsageErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dlq", "replya"}, "did you mean replay"},
+		{[]string{"dlq"}, "needs a subcommand"},
+		{[]string{"dlq", "show"}, "needs one DLQ sequence number"},
+	} {
+		r := invocation{}.run(ctx, t, c.args...)
+		mustCode(t, r, 2, strings.Join(c.args, " "))
+		if !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%v: stderr lacks %q:\n%s", c.args, c.want, r.stderr)
+		}
+	}
+}
