@@ -7,17 +7,20 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 )
 
 // TestSmoke runs every part of the load driver with a handful of requests: each system answers them,
 // the pipeline publishes one event per notification and drains a small backlog with retries in it
-// without a duplicate or a loss. It asserts correctness only; the figures of so short a run mean nothing.
+// without a duplicate or a loss, and the capacity part measures every key format and every sample. It
+// asserts correctness only; the figures of so short a run mean little (the capacity ones are exact sizes,
+// but of 2,000 keys and 2 notifications per sample).
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts nats-server and redis-server")
 	}
-	o, err := parseOptions([]string{"-smoke", "-suite", "null,bare,receiver,inline,pipeline,backlog", "-backlog", "200"}, io.Discard)
+	o, err := parseOptions([]string{"-smoke", "-suite", "null,bare,receiver,inline,pipeline,backlog,capacity", "-backlog", "200"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +46,36 @@ func TestSmoke(t *testing.T) {
 	}
 	if b := res.Backlog; b == nil || !b.OK() || b.Distinct >= b.N {
 		t.Errorf("backlog: %+v", b)
+	}
+	checkCapacity(t, res.Capacity)
+}
+
+func checkCapacity(t *testing.T, c *capacityResult) {
+	t.Helper()
+	if c == nil || len(c.Keys) != 5 {
+		t.Fatalf("capacity: %+v", c)
+	}
+	previous, adopted, viaDeduper := c.Keys[0], c.Keys[2], c.Keys[4]
+	if adopted.PerFact > previous.PerFact-32 || adopted.Usage > previous.Usage-32 {
+		t.Errorf("capacity: the adopted format costs %.0f B/fact (MEMORY USAGE %.0f), the previous one %.0f (%.0f)",
+			adopted.PerFact, adopted.Usage, previous.PerFact, previous.Usage)
+	}
+	if viaDeduper.Example != adopted.Example || viaDeduper.Usage != adopted.Usage {
+		t.Errorf("capacity: the deduper writes %q (%.0f B), the measured format is %q (%.0f B)",
+			viaDeduper.Example, viaDeduper.Usage, adopted.Example, adopted.Usage)
+	}
+	if len(c.Samples) < 2 {
+		t.Fatalf("capacity: %d samples", len(c.Samples))
+	}
+	for i, sc := range c.Samples {
+		deadLettered := i == len(c.Samples)-1
+		if sc.Per[topology.InboundStream] <= float64(sc.Body) || (sc.Per[topology.EventsStream] > 0) == deadLettered ||
+			(sc.Per[topology.DLQStream] > 0) != deadLettered {
+			t.Errorf("capacity: %s: %+v", sc.Name, sc)
+		}
+	}
+	if c.DLQ.Msgs == 0 || c.Streams[topology.EventsStream].Msgs == 0 {
+		t.Errorf("capacity: streams %+v, DLQ %+v", c.Streams, c.DLQ)
 	}
 }
 

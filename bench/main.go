@@ -30,7 +30,7 @@ func main() {
 }
 
 // suiteNames are the parts of the suite, in the order they run.
-var suiteNames = []string{"gobench", "null", "bare", "receiver", "inline", "pipeline", "backlog"}
+var suiteNames = []string{"gobench", "null", "bare", "receiver", "inline", "pipeline", "backlog", "capacity"}
 
 // options are the driver's flags.
 type options struct {
@@ -50,9 +50,13 @@ type options struct {
 	backlog    int
 	retryEvery int
 	workers    int
-	cpuProfile string
-	profile    string
-	args       []string
+	// capacityKeys and capacityPerSample size the capacity part: facts per Redis key format, and
+	// notifications per simulator sample.
+	capacityKeys      int
+	capacityPerSample int
+	cpuProfile        string
+	profile           string
+	args              []string
 }
 
 func parseOptions(args []string, out io.Writer) (options, error) {
@@ -75,6 +79,8 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.backlog, "backlog", 100000, "notifications in the backlog the consumer drains")
 	fs.IntVar(&o.retryEvery, "retry-every", 10, "every n-th backlog notification repeats an earlier business fact under a new id (a WeChat retry only Redis can catch); 0: none")
 	fs.IntVar(&o.workers, "workers", 32, "consumer workers (CONSUMER_WORKERS)")
+	fs.IntVar(&o.capacityKeys, "capacity-keys", 100000, "capacity: business facts written to Redis per key format (bytes per fact = INFO used_memory delta / this)")
+	fs.IntVar(&o.capacityPerSample, "capacity-per-sample", 200, "capacity: notifications per simulator sample sent through the pipeline (bytes per notification per stream)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the -profile system's saturation and fixed-rate runs to this file")
 	fs.StringVar(&o.profile, "profile", "receiver", "which system -cpuprofile covers: null, bare, receiver, inline (D=0) or pipeline")
 	if err := fs.Parse(args); err != nil {
@@ -97,6 +103,8 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 		def("backlog", func() { o.backlog = 500 })
 		def("workers", func() { o.workers = 8 })
 		def("inline-pool", func() { o.inlinePool = 0 })
+		def("capacity-keys", func() { o.capacityKeys = 2000 })
+		def("capacity-per-sample", func() { o.capacityPerSample = 2 })
 	}
 	var errs []string
 	o.suites = map[string]bool{}
@@ -146,6 +154,9 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	}
 	if o.workers < 1 {
 		errs = append(errs, "-workers: must be at least 1")
+	}
+	if o.capacityKeys < 1 || o.capacityPerSample < 1 {
+		errs = append(errs, "-capacity-keys, -capacity-per-sample: must be at least 1")
 	}
 	if !contains([]string{"null", "bare", "receiver", "inline", "pipeline"}, o.profile) {
 		errs = append(errs, "-profile: want null, bare, receiver, inline or pipeline")

@@ -42,6 +42,7 @@ type results struct {
 	// PipelineAnswerRPS is how fast the receiver answered during the pipeline's saturation rounds.
 	PipelineAnswerRPS []float64
 	Backlog           *backlogResult
+	Capacity          *capacityResult
 	Failures          []string // requests that were not answered 204, runs that did not complete
 }
 
@@ -122,6 +123,7 @@ func (s *suite) run() (*results, error) {
 		{"gobench", s.goBenchmarks},
 		{"compare", s.compare},
 		{"backlog", s.backlogDrain},
+		{"capacity", s.capacity},
 	}
 	for _, pt := range parts {
 		if pt.name != "compare" && !s.o.suites[pt.name] {
@@ -161,8 +163,9 @@ func (s *suite) header() {
 		runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), cpuModel(), strings.TrimSpace(string(kernel)), host)
 	s.printf("go:           %s\n", runtime.Version())
 	s.printf("load average: %s (at start)\n", loadAvg())
-	s.printf("options:      rounds=%d conc=%d max-conns=%d sat=%d duration=%s load=%.2f rate=%.0f delays=%v inline-pool=%d backlog=%d retry-every=%d workers=%d smoke=%v\n",
-		s.o.rounds, s.o.conc, s.o.maxConns, s.o.sat, s.o.duration, s.o.load, s.o.rate, s.o.delays, s.o.inlinePool, s.o.backlog, s.o.retryEvery, s.o.workers, s.o.smoke)
+	s.printf("options:      rounds=%d conc=%d max-conns=%d sat=%d duration=%s load=%.2f rate=%.0f delays=%v inline-pool=%d backlog=%d retry-every=%d workers=%d capacity-keys=%d capacity-per-sample=%d smoke=%v\n",
+		s.o.rounds, s.o.conc, s.o.maxConns, s.o.sat, s.o.duration, s.o.load, s.o.rate, s.o.delays, s.o.inlinePool, s.o.backlog, s.o.retryEvery, s.o.workers,
+		s.o.capacityKeys, s.o.capacityPerSample, s.o.smoke)
 	s.printf("notes:        everything runs in this one process (load generator, HTTP servers, receiver, consumer and the\n")
 	s.printf("              embedded nats-server, JetStream file storage in %s); redis-server is a child process.\n", os.TempDir())
 	s.printf("              CPU/req is process CPU time (getrusage; + /proc/<redis pid>/stat for the pipeline) over the\n")

@@ -163,7 +163,7 @@ func startConsumer(natsURL, redisURL string, p *wechatsim.Platform, workers int)
 	cfg := config.Consumer{
 		Common:          config.Common{NATSURL: natsURL, AdminAddr: "127.0.0.1:0", StreamReplicas: 1, LogLevel: "info", LogFormat: "json"},
 		Redis:           config.Redis{URL: redisURL},
-		DedupeTTL:       168 * time.Hour,
+		DedupeTTL:       config.DefaultDedupeTTL,
 		Workers:         workers,
 		ShutdownTimeout: 10 * time.Second,
 		Accounts:        []config.Account{account(p)},

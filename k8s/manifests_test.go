@@ -18,6 +18,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
@@ -45,6 +46,7 @@ var alertedMetrics = []string{
 	"wxpay_consumer_processed_total",
 	"wxpay_consumer_dlq_total",
 	"wxpay_consumer_pending",
+	"wxpay_consumer_dedupe_errors_total",
 }
 
 type target struct {
@@ -924,6 +926,9 @@ func checkMonitoring(t *testing.T, o *objects, tg target) {
 	if !strings.Contains(all, `reason!="probe"`) {
 		t.Error("the verification-failure alert must leave out WeChat's signature probes")
 	}
+	if !strings.Contains(all, `wxpay_consumer_dedupe_errors_total{kind="oom"}`) {
+		t.Error("no alert fires when Redis is full (dedupe errors of kind oom)")
+	}
 }
 
 // TestHelmValues: the values files for the production brokers parse and say
@@ -974,6 +979,18 @@ func TestHelmValues(t *testing.T) {
 			t.Errorf("redis-values.yaml %s = %v, want %v", keys, got, want)
 		}
 	}
+	// A full Redis must refuse writes, never evict dedupe keys, and hit its maxmemory before the
+	// container hits its memory limit.
+	conf, _ := get(redis, "commonConfiguration").(string)
+	limit, err := resource.ParseQuantity(fmt.Sprint(get(redis, "replica.resources.limits.memory")))
+	if err != nil {
+		t.Fatalf("redis-values.yaml replica.resources.limits.memory: %v", err)
+	}
+	checkRedisMemory(t, "redis-values.yaml commonConfiguration", strings.Fields(conf), limit)
+	if !strings.Contains(conf, "appendonly yes") {
+		t.Error("redis-values.yaml commonConfiguration drops the chart's appendonly yes")
+	}
+
 	// The master set the Sentinels watch is the one the consumer asks for.
 	o := build(t, "overlays/prod")
 	env := o.env(container(t, deployment(t, o, consumerName), "consumer"))
@@ -1011,4 +1028,60 @@ func TestDockerfile(t *testing.T) {
 	if _, err := os.Stat("../.dockerignore"); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestDevRedis: the dev overlay's Redis is configured like production's: noeviction, and a maxmemory
+// under the container's memory limit.
+func TestDevRedis(t *testing.T) {
+	o := build(t, "overlays/dev")
+	c := container(t, deployment(t, o, "redis"), "redis")
+	limit, ok := c.Resources.Limits[corev1.ResourceMemory]
+	if !ok {
+		t.Fatal("dev redis: no memory limit")
+	}
+	var words []string
+	for _, a := range c.Args {
+		words = append(words, strings.TrimPrefix(a, "--"))
+	}
+	checkRedisMemory(t, "dev redis args", words, limit)
+}
+
+// checkRedisMemory checks Redis configuration words (redis.conf or command-line arguments without
+// their dashes) for maxmemory-policy noeviction and a maxmemory below limit.
+func checkRedisMemory(t *testing.T, where string, words []string, limit resource.Quantity) {
+	t.Helper()
+	conf := map[string]string{}
+	for i := 0; i+1 < len(words); i++ {
+		if k := words[i]; k == "maxmemory" || k == "maxmemory-policy" {
+			conf[k] = words[i+1]
+		}
+	}
+	if got := conf["maxmemory-policy"]; got != "noeviction" {
+		t.Errorf("%s: maxmemory-policy %q, want noeviction (every dedupe key has a TTL: any other policy may evict them)", where, got)
+	}
+	maxBytes, err := redisBytes(conf["maxmemory"])
+	if err != nil || maxBytes <= 0 {
+		t.Fatalf("%s: maxmemory %q: want a size (%v)", where, conf["maxmemory"], err)
+	}
+	if maxBytes >= limit.Value() {
+		t.Errorf("%s: maxmemory %s (%d bytes) is not below the memory limit %s", where, conf["maxmemory"], maxBytes, limit.String())
+	}
+}
+
+// redisBytes parses a redis.conf memory size: 1k = 1000, 1kb = 1024, and so on for m(b) and g(b).
+func redisBytes(s string) (int64, error) {
+	s = strings.ToLower(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"gb", 1 << 30}, {"mb", 1 << 20}, {"kb", 1 << 10}, {"g", 1e9}, {"m", 1e6}, {"k", 1e3}, {"b", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n * mult, err
 }

@@ -39,14 +39,25 @@ type Receiver struct {
 	Accounts        []Account
 }
 
+// DefaultDedupeTTL is DEDUPE_TTL's default: WeChat Pay's retry horizon (24 h 4 min after the first attempt)
+// plus two days in which a stalled or lagging consumer can catch up before a late retry of a fact it already
+// published could pass as new. It equals dedupe.DefaultTTL (not imported here: the receiver needs no Redis).
+const DefaultDedupeTTL = 72 * time.Hour
+
+// MinDedupeTTL is the shortest DEDUPE_TTL accepted: WeChat Pay's 24 h 4 min of retries and a little margin.
+const MinDedupeTTL = 25 * time.Hour
+
 // Consumer is the consumer's configuration.
 type Consumer struct {
 	Common
-	Redis           Redis
-	DedupeTTL       time.Duration
-	Workers         int
-	ShutdownTimeout time.Duration
-	Accounts        []Account
+	Redis     Redis
+	DedupeTTL time.Duration
+	// DedupeAllowEviction lets the consumer run on a Redis whose maxmemory-policy may evict dedupe keys
+	// (anything but noeviction), which it otherwise refuses: an evicted fact is published again.
+	DedupeAllowEviction bool
+	Workers             int
+	ShutdownTimeout     time.Duration
+	Accounts            []Account
 }
 
 // Redis says how to reach Redis: a URL, or a Sentinel/Cluster address list.
@@ -118,6 +129,20 @@ func (s *source) duration(p *time.Duration, env string, def time.Duration, usage
 			return fmt.Errorf("%s must be positive", d)
 		}
 		*p = d
+		return nil
+	})
+}
+
+func (s *source) boolean(p *bool, env string, def bool, usage string) {
+	s.parsed(env, strconv.FormatBool(def), usage, func(v string) error {
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "true", "1", "yes":
+			*p = true
+		case "false", "0", "no":
+			*p = false
+		default:
+			return fmt.Errorf("%q is not true or false", v)
+		}
 		return nil
 	})
 }
@@ -220,15 +245,18 @@ func LoadConsumer(args []string, getenv func(string) string, out io.Writer) (Con
 	s := newSource("consumer", getenv, out)
 	s.common(&c.Common, ":9091")
 	s.redis(&c.Redis)
-	s.duration(&c.DedupeTTL, "DEDUPE_TTL", 168*time.Hour, "how long a processed business fact is remembered")
+	s.duration(&c.DedupeTTL, "DEDUPE_TTL", DefaultDedupeTTL, "how long a processed business fact is remembered")
+	s.boolean(&c.DedupeAllowEviction, "DEDUPE_ALLOW_EVICTION", false,
+		"run even if Redis's maxmemory-policy may evict dedupe keys (anything but noeviction): evicted facts are published again")
 	s.integer(&c.Workers, "CONSUMER_WORKERS", 8, 1, "notifications processed at once")
 	s.duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 10*time.Second, "longest wait for in-flight messages on SIGTERM")
 	accounts := s.accounts(true)
 	if err := s.parse(args); err != nil {
 		return c, err
 	}
-	if c.DedupeTTL < 25*time.Hour {
-		s.errs = append(s.errs, fmt.Sprintf("%s: %s is shorter than WeChat Pay's 24 h of retries plus margin (use at least 25h)", s.describe("DEDUPE_TTL"), c.DedupeTTL))
+	if c.DedupeTTL < MinDedupeTTL {
+		s.errs = append(s.errs, fmt.Sprintf("%s: %s is shorter than WeChat Pay's 24 h 4 min of retries plus margin (use at least %s; default %s)",
+			s.describe("DEDUPE_TTL"), c.DedupeTTL, fmtHours(MinDedupeTTL), fmtHours(DefaultDedupeTTL)))
 	}
 	c.Accounts = accounts()
 	return c, s.err()
@@ -247,6 +275,9 @@ func (s *source) redis(r *Redis) {
 		}
 	})
 }
+
+// fmtHours writes a whole number of hours as DEDUPE_TTL is usually written ("72h", not "72h0m0s").
+func fmtHours(d time.Duration) string { return strconv.FormatInt(int64(d/time.Hour), 10) + "h" }
 
 func splitList(v string) []string {
 	var out []string

@@ -99,7 +99,7 @@ func TestConsumerNeedsExactly32ByteKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(c.Accounts[0].APIv3Key) != string(p.APIv3Key) || c.DedupeTTL != 168*time.Hour || c.AdminAddr != ":9091" {
+	if string(c.Accounts[0].APIv3Key) != string(p.APIv3Key) || c.DedupeTTL != 72*time.Hour || c.DedupeAllowEviction || c.AdminAddr != ":9091" {
 		t.Fatalf("consumer config: %+v", c)
 	}
 	if s := fmt.Sprintf("%v %+v", c.Accounts[0].APIv3Key, c.Accounts[0]); strings.Contains(s, string(p.APIv3Key)) {
@@ -124,6 +124,55 @@ func TestConsumerNeedsExactly32ByteKey(t *testing.T) {
 	env = map[string]string{"WECHATPAY_MCHID": p.MchID, "WECHATPAY_APIV3_KEY_FILE": f.APIv3KeyFile}
 	if _, err := config.LoadConsumer(nil, envOf(env), io.Discard); err != nil {
 		t.Fatalf("consumer without verification keys: %v", err)
+	}
+}
+
+// DEDUPE_TTL defaults to WeChat Pay's retry horizon plus two days and refuses less than the horizon plus
+// margin; DEDUPE_ALLOW_EVICTION is a boolean, off unless set. Both name their variable when wrong.
+func TestDedupeSettings(t *testing.T) {
+	p, f := setup(t)
+	base := p.Env(f)
+	load := func(extra map[string]string) (config.Consumer, error) {
+		env := map[string]string{}
+		for k, v := range base {
+			env[k] = v
+		}
+		for k, v := range extra {
+			env[k] = v
+		}
+		return config.LoadConsumer(nil, envOf(env), io.Discard)
+	}
+	for _, tc := range []struct {
+		env   map[string]string
+		ttl   time.Duration
+		evict bool
+	}{
+		{nil, config.DefaultDedupeTTL, false},
+		{map[string]string{"DEDUPE_TTL": "25h"}, 25 * time.Hour, false},
+		{map[string]string{"DEDUPE_TTL": "168h", "DEDUPE_ALLOW_EVICTION": "true"}, 168 * time.Hour, true},
+		{map[string]string{"DEDUPE_ALLOW_EVICTION": "false"}, config.DefaultDedupeTTL, false},
+		{map[string]string{"DEDUPE_ALLOW_EVICTION": "1"}, config.DefaultDedupeTTL, true},
+	} {
+		c, err := load(tc.env)
+		if err != nil || c.DedupeTTL != tc.ttl || c.DedupeAllowEviction != tc.evict {
+			t.Errorf("%v: TTL %s, allow eviction %v, %v; want %s, %v", tc.env, c.DedupeTTL, c.DedupeAllowEviction, err, tc.ttl, tc.evict)
+		}
+	}
+	if config.DefaultDedupeTTL != 72*time.Hour || config.DefaultDedupeTTL < 24*time.Hour+4*time.Minute+24*time.Hour {
+		t.Errorf("DefaultDedupeTTL %s: want WeChat's 24 h 4 min of retries plus a margin of about two days", config.DefaultDedupeTTL)
+	}
+	if _, err := config.LoadConsumer([]string{"--dedupe-allow-eviction", "true"}, envOf(base), io.Discard); err != nil {
+		t.Errorf("--dedupe-allow-eviction true: %v", err)
+	}
+	for _, bad := range []struct{ env, value, want string }{
+		{"DEDUPE_TTL", "24h", "use at least 25h"},
+		{"DEDUPE_TTL", "24h4m", "24 h 4 min"},
+		{"DEDUPE_ALLOW_EVICTION", "maybe", `"maybe" is not true or false`},
+	} {
+		_, err := load(map[string]string{bad.env: bad.value})
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), bad.env) || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s=%s: %v, want an error naming %s and saying %q", bad.env, bad.value, err, bad.env, bad.want)
+		}
 	}
 }
 

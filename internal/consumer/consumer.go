@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,7 +43,8 @@ type Consumer struct {
 type Deps struct {
 	// InProcess connects to an embedded NATS server without a socket.
 	InProcess nats.InProcessConnProvider
-	// Dedupe replaces the Redis dedupe store (the dev mode's embedded store).
+	// Dedupe replaces the Redis dedupe store (the dev mode's embedded store). New then neither checks
+	// Redis's maxmemory-policy nor looks for the previous key format: whoever built it decides both.
 	Dedupe Deduper
 	// Consumer tunes the durable consumer (tests shorten AckWait and MaxDeliver).
 	Consumer topology.ConsumerOptions
@@ -84,8 +86,25 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 			return nil, err
 		}
 		c.closeDeps = append(c.closeDeps, func() { _ = rc.Close() })
-		d = dedupe.NewRedis(rc, dedupe.Options{TTL: cfg.DedupeTTL})
+		rctx, cancel := context.WithTimeout(ctx, redisStartTimeout)
+		err = checkEviction(rctx, rc, cfg.DedupeAllowEviction, log)
+		var legacyUntil time.Time
+		if err == nil {
+			legacyUntil, err = dedupe.LegacyUntil(rctx, rc, dedupe.Options{TTL: cfg.DedupeTTL}, time.Now())
+		}
+		cancel()
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		if !legacyUntil.IsZero() && time.Now().Before(legacyUntil) {
+			log.Info().Time("until", legacyUntil).Str("legacy_prefix", dedupe.LegacyPrefix).
+				Msg("dedupe: also honouring facts done under the previous key format until then")
+		}
+		d = dedupe.NewRedis(rc, dedupe.Options{TTL: cfg.DedupeTTL, LegacyUntil: legacyUntil})
 	}
+	metrics := NewMetrics(c.registry)
+	d = meteredDeduper{Deduper: d, errs: metrics.dedupeErrors}
 
 	var err error
 	c.nc, err = topology.Connect(topology.ConnectOptions{URL: cfg.NATSURL, Creds: cfg.NATSCreds, Name: "wxpay-consumer", InProcess: deps.InProcess}, log)
@@ -118,7 +137,7 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 		Dedupe:      d,
 		JS:          c.js,
 		Log:         log,
-		Metrics:     NewMetrics(c.registry),
+		Metrics:     metrics,
 		MaxDeliver:  info.Config.MaxDeliver,
 		CallTimeout: 3 * time.Second,
 	}
@@ -273,6 +292,54 @@ func (c *Consumer) deadLetterBySeq(ctx context.Context, seq, deliveries uint64) 
 		return err
 	}
 	c.proc.Metrics.dlq.WithLabelValues(reasonMaxDeliveries).Inc()
+	return nil
+}
+
+// redisStartTimeout bounds the start-up questions to Redis (its eviction policy, its key format); an
+// unreachable Redis fails the start within it, as an unreachable NATS does.
+const redisStartTimeout = 15 * time.Second
+
+// checkEviction refuses to run on a Redis that may evict dedupe keys. Every key has a TTL, so under any
+// maxmemory-policy but noeviction a full Redis silently forgets facts and WeChat Pay's next retry of one is
+// published again; under noeviction it refuses new claims instead, which the consumer retries. allow
+// (DEDUPE_ALLOW_EVICTION) turns the refusal into a warning. A Redis that will not say (managed services
+// disable CONFIG) gets a warning once, and the consumer runs.
+func checkEviction(ctx context.Context, rc redis.UniversalClient, allow bool, log zerolog.Logger) error {
+	nodes, err := dedupe.MaxmemoryPolicies(ctx, rc)
+	if errors.Is(err, dedupe.ErrConfigRefused) {
+		log.Warn().Err(err).Msg("dedupe: cannot read Redis's maxmemory-policy; make sure it is noeviction, " +
+			"or a full Redis may evict dedupe keys and their facts be published again")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("redis: read maxmemory-policy at start: %w", err)
+	}
+	var evicting, unbounded []string
+	for _, n := range nodes {
+		if n.Evicts() {
+			evicting = append(evicting, fmt.Sprintf("%s on %s", n.Policy, n.Addr))
+		}
+		if n.MaxMemory == 0 {
+			unbounded = append(unbounded, n.Addr)
+		}
+	}
+	if len(evicting) == 0 {
+		if len(unbounded) > 0 {
+			log.Warn().Strs("redis", unbounded).Msg("dedupe: Redis has no maxmemory: it never refuses a write and grows " +
+				"until its container or host runs out of memory; set maxmemory (README \"Capacity\")")
+			return nil
+		}
+		log.Info().Str("maxmemory_policy", dedupe.NoEviction).Msg("dedupe: Redis refuses writes when full instead of evicting")
+		return nil
+	}
+	if !allow {
+		return fmt.Errorf("redis: maxmemory-policy %s may evict dedupe keys when Redis is full, and every fact it "+
+			"forgets is published again: set maxmemory-policy %s (README \"Capacity\"), or DEDUPE_ALLOW_EVICTION=true to run anyway",
+			strings.Join(evicting, ", "), dedupe.NoEviction)
+	}
+	log.Warn().Strs("maxmemory_policy", evicting).
+		Msg("DEDUPE_ALLOW_EVICTION=true: Redis may evict dedupe keys when it is full; a fact it forgets is " +
+			"published again when WeChat Pay retries it. Set maxmemory-policy noeviction to rule this out")
 	return nil
 }
 

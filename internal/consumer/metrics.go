@@ -1,20 +1,31 @@
 package consumer
 
 import (
+	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/wxpay-events/wxpay-events/internal/dedupe"
 )
 
 // Metrics are the consumer's Prometheus metrics.
 type Metrics struct {
-	processed  *prometheus.CounterVec
-	dlq        *prometheus.CounterVec
-	leaseLost  *prometheus.CounterVec
-	seconds    prometheus.Histogram
-	pending    prometheus.Gauge
-	ackPending prometheus.Gauge
+	processed    *prometheus.CounterVec
+	dlq          *prometheus.CounterVec
+	leaseLost    *prometheus.CounterVec
+	dedupeErrors *prometheus.CounterVec
+	seconds      prometheus.Histogram
+	pending      prometheus.Gauge
+	ackPending   prometheus.Gauge
 }
+
+// Dedupe store operations, as the op label of wxpay_consumer_dedupe_errors_total.
+const (
+	opClaim   = "claim"
+	opCommit  = "commit"
+	opRelease = "release"
+)
 
 // NewMetrics registers the consumer's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -31,6 +42,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "wxpay_consumer_dedupe_lease_lost_total",
 			Help: "Commits after the dedupe lease had expired or been taken over (the event was published; JetStream's duplicate window covers the overlap).",
 		}, []string{"result"}),
+		dedupeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxpay_consumer_dedupe_errors_total",
+			Help: "Failed dedupe store calls, by operation (claim, commit, release) and kind: oom (Redis full, noeviction: " +
+				"new facts wait), failover, timeout, conn, other. Each is retried; none drops a notification.",
+		}, []string{"op", "kind"}),
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "wxpay_consumer_processing_seconds",
 			Help:    "Time to process and settle one inbound notification.",
@@ -45,7 +61,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Inbound notifications delivered and not yet acknowledged.",
 		}),
 	}
-	reg.MustRegister(m.processed, m.dlq, m.leaseLost, m.seconds, m.pending, m.ackPending)
+	reg.MustRegister(m.processed, m.dlq, m.leaseLost, m.dedupeErrors, m.seconds, m.pending, m.ackPending)
+	// Every series exists from the start, so that an alert on its increase sees the first error.
+	for _, op := range []string{opClaim, opCommit, opRelease} {
+		for _, k := range dedupe.Kinds {
+			m.dedupeErrors.WithLabelValues(op, k)
+		}
+	}
 	return m
 }
 
@@ -55,4 +77,35 @@ func (m *Metrics) observe(typ, outcome string, d time.Duration) {
 	}
 	m.processed.WithLabelValues(typ, outcome).Inc()
 	m.seconds.Observe(d.Seconds())
+}
+
+// meteredDeduper counts the errors of the Deduper it wraps by operation and kind, leaving the errors and
+// what the processor does with them unchanged: a decorator, so that the processor stays about processing.
+type meteredDeduper struct {
+	Deduper
+	errs *prometheus.CounterVec
+}
+
+func (m meteredDeduper) Claim(ctx context.Context, key string) (dedupe.Claim, error) {
+	c, err := m.Deduper.Claim(ctx, key)
+	m.count(opClaim, err)
+	return c, err
+}
+
+func (m meteredDeduper) Commit(ctx context.Context, c dedupe.Claim) (dedupe.CommitResult, error) {
+	r, err := m.Deduper.Commit(ctx, c)
+	m.count(opCommit, err)
+	return r, err
+}
+
+func (m meteredDeduper) Release(ctx context.Context, c dedupe.Claim) error {
+	err := m.Deduper.Release(ctx, c)
+	m.count(opRelease, err)
+	return err
+}
+
+func (m meteredDeduper) count(op string, err error) {
+	if err != nil {
+		m.errs.WithLabelValues(op, dedupe.ErrorKind(err)).Inc()
+	}
 }

@@ -146,7 +146,7 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 	env := p.Env(files)
 	env["NATS_URL"] = natsURL
 	env["LOG_LEVEL"], env["LOG_FORMAT"] = o.logLevel, o.logFormat
-	for _, k := range []string{"DEDUPE_TTL", "CONSUMER_WORKERS", "RECEIVER_MAX_BODY", "PUBLISH_TIMEOUT", "MAX_CLOCK_SKEW", "SHUTDOWN_TIMEOUT"} {
+	for _, k := range []string{"DEDUPE_TTL", "DEDUPE_ALLOW_EVICTION", "CONSUMER_WORKERS", "RECEIVER_MAX_BODY", "PUBLISH_TIMEOUT", "MAX_CLOCK_SKEW", "SHUTDOWN_TIMEOUT"} {
 		if v := g.env.Getenv(k); v != "" {
 			env[k] = v
 		}

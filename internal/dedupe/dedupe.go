@@ -17,17 +17,34 @@ import (
 
 // Defaults for the zero Options.
 const (
-	DefaultPrefix = "wxpay:dedupe:"
+	// DefaultPrefix starts every key of the compact format (see Key). It is
+	// short on purpose: with a 10-digit merchant id the whole key is 42 bytes
+	// and fits the allocator's 48-byte size class (BENCHMARKS.md, capacity).
+	DefaultPrefix = "wxpay:dd:"
 	DefaultLease  = 30 * time.Second
-	// DefaultTTL outlives WeChat Pay's 24-hour retry horizon several times over,
-	// so a late or replayed notification still finds its fact done.
-	DefaultTTL = 7 * 24 * time.Hour
+	// DefaultTTL is WeChat Pay's retry horizon (24 h 4 min after the first
+	// attempt) plus two days in which a stalled or lagging consumer can catch
+	// up before a late retry of a fact it already published could pass as
+	// new. README "Capacity" gives what each hour costs in memory.
+	DefaultTTL = 72 * time.Hour
+)
+
+// The key format before compact keys: LegacyPrefix + the caller's key, holding
+// legacyValueDone. A Redis upgraded in place still holds such facts for up to
+// their TTL, which was 168 hours by default (LegacyTTL); Claim honours them
+// while Options.LegacyUntil has not passed (see LegacyUntil).
+const (
+	LegacyPrefix    = "wxpay:dedupe:"
+	LegacyTTL       = 168 * time.Hour
+	legacyValueDone = "done"
 )
 
 // Values stored under a key. They identify the phase and the lease owner and
-// never carry payload data.
+// never carry payload data. Done is "1" because Redis stores a small integer
+// value as a shared object, without an allocation of its own, unless the
+// maxmemory-policy is an LRU or LFU one: 32 bytes less per fact than "done".
 const (
-	valueDone        = "done"
+	valueDone        = "1"
 	valueLeasePrefix = "processing:"
 )
 
@@ -122,7 +139,7 @@ func (r CommitResult) LeaseLost() bool { return r != Committed }
 
 // Options configures Redis. Zero or negative fields take their defaults.
 type Options struct {
-	// Prefix is prepended to every key; default DefaultPrefix.
+	// Prefix starts every key (see Key); default DefaultPrefix.
 	Prefix string
 	// Lease is how long a claim stays exclusive without a Commit or Release;
 	// default DefaultLease. It must cover the publish and its PubAck, and is
@@ -130,28 +147,52 @@ type Options struct {
 	Lease time.Duration
 	// TTL is how long a fact stays Done; default DefaultTTL.
 	TTL time.Duration
+	// LegacyPrefix is where the previous key format kept facts; default
+	// LegacyPrefix.
+	LegacyPrefix string
+	// LegacyUntil is when Claim stops looking for a fact done under the
+	// previous key format; the zero time means it never looks. Programs take
+	// it from LegacyUntil.
+	LegacyUntil time.Time
 }
 
 // Each script touches exactly one key, passed in KEYS[1], so in a Cluster it
 // runs on the node owning that key's slot and needs no {hash-tag}.
 var (
 	// claimScript returns 1 when it set the lease, else the current value.
-	// SET NX … GET would do the same in one command but needs Redis 7.
+	// It reads before it writes so that a fact already done is recognised
+	// even when Redis is full and refuses every write (noeviction): the
+	// duplicate is dropped instead of retried. The script runs atomically,
+	// so the SET needs no NX. SET NX … GET would need Redis 7.
 	claimScript = redis.NewScript(`
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-	return 1
+local v = redis.call('GET', KEYS[1])
+if v then
+	return v
 end
-return redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 `)
 
 	// commitScript records the fact done unless it already is, and reports
 	// what it found: 1 our lease, 2 nothing (expired), 3 another lease,
 	// 0 already done. It overwrites another worker's lease on purpose: our
 	// event is published, so done is the truth.
+	//
+	// Above maxmemory Redis refuses a script's first memory-growing write but
+	// lets a script that has already written finish, to keep it atomic. The
+	// PEXPIRE on the existing lease is that first write, so a fact whose
+	// event is already out still gets its done mark when Redis is full,
+	// rather than waiting for its lease to expire and being published again.
+	// Replacing the lease value by the shared "1" frees memory. With the
+	// lease gone (v is nil) there is nothing to overwrite, and a full Redis
+	// refuses the SET as it should.
 	commitScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[2] then
 	return 0
+end
+if v then
+	redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 if v == ARGV[1] then
@@ -177,16 +218,33 @@ var commitResults = map[int64]CommitResult{0: AlreadyDone, 1: Committed, 2: Leas
 // Redis is a two-phase deduper on a single node, Sentinel or Cluster Redis.
 // It is safe for concurrent use.
 type Redis struct {
-	c      redis.UniversalClient
-	prefix string
-	lease  int64 // milliseconds
-	ttl    int64 // milliseconds
+	c            redis.UniversalClient
+	prefix       string
+	legacyPrefix string
+	legacyUntil  time.Time
+	lease        int64 // milliseconds
+	ttl          int64 // milliseconds
 }
 
 // NewRedis returns a deduper storing its keys through c.
 func NewRedis(c redis.UniversalClient, o Options) *Redis {
+	o = o.withDefaults()
+	return &Redis{
+		c:            c,
+		prefix:       o.Prefix,
+		legacyPrefix: o.LegacyPrefix,
+		legacyUntil:  o.LegacyUntil,
+		lease:        max(o.Lease, minLeaseOrTTL).Milliseconds(),
+		ttl:          max(o.TTL, minLeaseOrTTL).Milliseconds(),
+	}
+}
+
+func (o Options) withDefaults() Options {
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
+	}
+	if o.LegacyPrefix == "" {
+		o.LegacyPrefix = LegacyPrefix
 	}
 	if o.Lease <= 0 {
 		o.Lease = DefaultLease
@@ -194,13 +252,11 @@ func NewRedis(c redis.UniversalClient, o Options) *Redis {
 	if o.TTL <= 0 {
 		o.TTL = DefaultTTL
 	}
-	return &Redis{
-		c:      c,
-		prefix: o.Prefix,
-		lease:  max(o.Lease, minLeaseOrTTL).Milliseconds(),
-		ttl:    max(o.TTL, minLeaseOrTTL).Milliseconds(),
-	}
+	return o
 }
+
+// Key returns the Redis key under which this deduper keeps the fact key.
+func (r *Redis) Key(key string) string { return Key(r.prefix, key) }
 
 // Claim takes a lease on key unless the fact is done or leased by another
 // worker. Only a Claimed result carries a Token.
@@ -208,8 +264,13 @@ func (r *Redis) Claim(ctx context.Context, key string) (Claim, error) {
 	if key == "" {
 		return Claim{}, errors.New("dedupe: claim: empty key")
 	}
+	if time.Now().Before(r.legacyUntil) {
+		if c, found, err := r.claimLegacy(ctx, key); found || err != nil {
+			return c, err
+		}
+	}
 	token := rand.Text() // at least 128 random bits; never fails
-	v, err := claimScript.Run(ctx, r.c, []string{r.prefix + key}, valueLeasePrefix+token, r.lease).Result()
+	v, err := claimScript.Run(ctx, r.c, []string{r.Key(key)}, valueLeasePrefix+token, r.lease).Result()
 	if err != nil {
 		return Claim{}, fmt.Errorf("dedupe: claim %s: %w: %w", key, ErrUnavailable, err)
 	}
@@ -232,6 +293,26 @@ func (r *Redis) Claim(ctx context.Context, key string) (Claim, error) {
 	return Claim{}, fmt.Errorf("dedupe: claim %s: %w", key, ErrUnexpectedValue)
 }
 
+// claimLegacy looks for key under the previous key format. A plain GET, not
+// part of the claim script: in a Cluster the two keys live in different slots.
+// found is false when the previous format knows nothing of the fact.
+func (r *Redis) claimLegacy(ctx context.Context, key string) (c Claim, found bool, err error) {
+	v, err := r.c.Get(ctx, r.legacyPrefix+key).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return Claim{}, false, nil
+	case err != nil:
+		return Claim{}, false, fmt.Errorf("dedupe: claim %s: %w: %w", key, ErrUnavailable, err)
+	case v == legacyValueDone:
+		return Claim{Key: key, State: Done}, true, nil
+	case strings.HasPrefix(v, valueLeasePrefix):
+		// A consumer of the previous version is publishing it right now,
+		// during a rolling upgrade.
+		return Claim{Key: key, State: Busy}, true, nil
+	}
+	return Claim{}, false, fmt.Errorf("dedupe: claim %s: %w", key, ErrUnexpectedValue)
+}
+
 // Commit records the fact done for TTL. Call it once the domain event's
 // publish is acknowledged. It records done even if the lease was lost,
 // because the event is published whoever holds the lease; the result says
@@ -240,7 +321,7 @@ func (r *Redis) Commit(ctx context.Context, c Claim) (CommitResult, error) {
 	if err := c.owned("commit"); err != nil {
 		return 0, err
 	}
-	n, err := commitScript.Run(ctx, r.c, []string{r.prefix + c.Key}, valueLeasePrefix+c.Token, valueDone, r.ttl).Int64()
+	n, err := commitScript.Run(ctx, r.c, []string{r.Key(c.Key)}, valueLeasePrefix+c.Token, valueDone, r.ttl).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("dedupe: commit %s: %w: %w", c.Key, ErrUnavailable, err)
 	}
@@ -262,7 +343,7 @@ func (r *Redis) Release(ctx context.Context, c Claim) error {
 	if err := c.owned("release"); err != nil {
 		return err
 	}
-	if err := releaseScript.Run(ctx, r.c, []string{r.prefix + c.Key}, valueLeasePrefix+c.Token).Err(); err != nil {
+	if err := releaseScript.Run(ctx, r.c, []string{r.Key(c.Key)}, valueLeasePrefix+c.Token).Err(); err != nil {
 		return fmt.Errorf("dedupe: release %s: %w: %w", c.Key, ErrUnavailable, err)
 	}
 	return nil

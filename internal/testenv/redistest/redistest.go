@@ -52,6 +52,7 @@ type Server struct {
 	bin    string
 	dir    string
 	port   int
+	args   []string      // extra command-line arguments (StartArgs), kept across Restart
 	cmd    *exec.Cmd     // nil while stopped
 	exited chan struct{} // closed once cmd has been reaped
 }
@@ -68,6 +69,23 @@ type Server struct {
 // cannot pass by running nothing.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, nil)
+}
+
+// StartArgs is Start for a redis-server run with extra command-line
+// arguments, e.g. "--cluster-enabled", "yes". They configure the server, so
+// an existing server from REDIS_URL cannot stand in: the test fails.
+func StartArgs(t testing.TB, args ...string) *Server {
+	t.Helper()
+	if os.Getenv(EnvURL) != "" {
+		t.Fatalf("redistest: this test starts redis-server with %v, which a server from %s cannot honour; "+
+			"unset %s (and install redis-server)", args, EnvURL, EnvURL)
+	}
+	return start(t, args)
+}
+
+func start(t testing.TB, args []string) *Server {
+	t.Helper()
 	if raw := os.Getenv(EnvURL); raw != "" {
 		return startExternal(t, raw)
 	}
@@ -77,7 +95,7 @@ func Start(t testing.TB) *Server {
 			"install redis-server (apt-get install redis-server, brew install redis) "+
 			"or set %s to a server whose database the tests may flush", EnvURL, EnvURL)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir()}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), args: args}
 	// Registered after t.TempDir, so it runs before the directory is removed
 	// and the log can still be read.
 	t.Cleanup(func() {
@@ -174,13 +192,13 @@ func (s *Server) start(port int) error {
 		return err
 	}
 	defer func() { _ = logf.Close() }() // the child keeps its own descriptor
-	cmd := exec.Command(s.bin,
+	cmd := exec.Command(s.bin, append([]string{
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", s.dir,
-	)
+	}, s.args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	setDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {
