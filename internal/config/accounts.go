@@ -80,7 +80,20 @@ type accountsFile struct {
 	Accounts []accountSpec `yaml:"accounts"`
 }
 
-var mchidPattern = regexp.MustCompile(`^[0-9]{1,32}$`)
+var (
+	mchidPattern = regexp.MustCompile(`^[0-9]{1,32}$`)
+	// publicKeyIDPattern: WeChat Pay public key ids are PUB_KEY_ID_ and digits
+	// (PUB_KEY_ID_0000000000000024101100397200000006 in the official example).
+	publicKeyIDPattern = regexp.MustCompile(`^PUB_KEY_ID_[0-9]{1,64}$`)
+)
+
+// clipValue keeps a configured value short in an error message.
+func clipValue(v string) string {
+	if len(v) > 48 {
+		return v[:48] + "…"
+	}
+	return v
+}
 
 // accounts registers the account variables and returns a loader to run after flag parsing.
 func (s *source) accounts(needAPIv3Key bool) func() []Account {
@@ -182,6 +195,9 @@ func loadAccount(spec accountSpec, name func(string) string, needAPIv3Key bool) 
 		if err := certs.CheckBaseURL(a.APIBaseURL); err != nil {
 			bad("api_base_url", "%v", err)
 		}
+	}
+	if a.PublicKeyID != "" && !publicKeyIDPattern.MatchString(a.PublicKeyID) {
+		bad("public_key_id", "%q is not a WeChat Pay public key id: PUB_KEY_ID_ followed by digits, as shown next to the key in the merchant platform", clipValue(a.PublicKeyID))
 	}
 	switch {
 	case a.PublicKeyID != "" && spec.PublicKeyFile == "":

@@ -200,6 +200,9 @@ func TestEveryProblemNamed(t *testing.T) {
 		}, []string{"WECHATPAY_PUBLIC_KEY_FILE"}},
 		{"no verification key", map[string]string{"WECHATPAY_MCHID": "1900000100"}, []string{"WECHATPAY_PUBLIC_KEY_FILE", "no key to verify"}},
 		{"both ways", map[string]string{"WECHATPAY_MCHID": "1900000100", "WECHATPAY_ACCOUNTS_FILE": "/x.yaml"}, []string{"both set"}},
+		{"public key id that is not one", map[string]string{
+			"WECHATPAY_MCHID": "1900000100", "WECHATPAY_PUBLIC_KEY_ID": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1", "WECHATPAY_PUBLIC_KEY_FILE": f.PublicKeyFile,
+		}, []string{"WECHATPAY_PUBLIC_KEY_ID", "PUB_KEY_ID_ followed by digits"}},
 		{"clock skew beyond the duplicate window", map[string]string{
 			"WECHATPAY_MCHID": "1900000100", "WECHATPAY_PUBLIC_KEY_ID": p.PublicKeyID, "WECHATPAY_PUBLIC_KEY_FILE": f.PublicKeyFile,
 			"MAX_CLOCK_SKEW": "8760h",

@@ -90,7 +90,7 @@ func (d *devRun) stop(t *testing.T) int {
 }
 
 var (
-	publicKeyIDRe = regexp.MustCompile(`PUB_KEY_ID_[0-9A-F]+`)
+	publicKeyIDRe = regexp.MustCompile(`PUB_KEY_ID_[0-9]+`)
 	natsURLRe     = regexp.MustCompile(`export NATS_URL=(\S+)`)
 	notifyRe      = regexp.MustCompile(`POST (http://\S+)`)
 )

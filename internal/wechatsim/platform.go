@@ -105,7 +105,7 @@ func platformFromKey(mchid string, key *rsa.PrivateKey, apiV3Key string) (*Platf
 		Cert:        pc.Cert,
 		CertSerial:  pc.Serial,
 		CertPEM:     pc.PEM,
-		PublicKeyID: "PUB_KEY_ID_" + strings.ToUpper(randomHex(16)),
+		PublicKeyID: "PUB_KEY_ID_" + randomDigits(32), // WeChat's ids are digits, e.g. PUB_KEY_ID_0000000000000024101100397200000006
 		PublicPEM:   pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix}),
 		PrivatePEM:  pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
 		APIv3Key:    []byte(apiV3Key),
@@ -489,6 +489,18 @@ func randomHex(n int) string {
 		panic(err)
 	}
 	return fmt.Sprintf("%x", b)
+}
+
+// randomDigits returns n random decimal digits.
+func randomDigits(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	for i := range b {
+		b[i] = '0' + b[i]%10
+	}
+	return string(b)
 }
 
 // NewUUID returns a random (version 4) UUID string, the shape of WeChat's notification ids.
