@@ -8,7 +8,9 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	neturl "net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +38,7 @@ const staleBy = 10 * time.Minute
 
 type simOptions struct {
 	url, mchid, platformDir, typ, plaintextFile, signWith string
+	save                                                  string // --save DIR
 	count, duplicate                                      int
 	noRetry, probe, stale                                 bool
 	timeScale                                             float64
@@ -90,7 +93,11 @@ answers by status code. Exit 1 when any request got no 2xx.`,
   wxpayctl simulate --stale
 
   # 200 requests a second for 30 s, 16 connections, summary as JSON
-  wxpayctl simulate --rate 200 --duration 30s --concurrency 16 -o json`,
+  wxpayctl simulate --rate 200 --duration 30s --concurrency 16 -o json
+
+  # keep what was sent, then check it as a captured request
+  wxpayctl simulate --type refund.succeeded --save captures/
+  wxpayctl verify --headers captures/<id>.headers --body captures/<id>.body --mchid 1900000100`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.simulate(cmd.Context(), &o)
@@ -113,6 +120,7 @@ answers by status code. Exit 1 when any request got no 2xx.`,
 	fl.IntVar(&o.concurrency, "concurrency", 8, "load mode: requests in flight at most")
 	fl.DurationVar(&o.duration, "duration", 10*time.Second, "load mode: how long to send")
 	fl.DurationVar(&o.timeout, "timeout", wechatsim.DefaultTimeout, "per request (WeChat Pay waits 5s)")
+	fl.StringVar(&o.save, "save", "", "write each notification's first request to DIR as <id>.headers and <id>.body, as wxpayctl verify reads them")
 	cmd.AddCommand(simulateKeysCommand(g))
 	return cmd
 }
@@ -241,6 +249,35 @@ func isEventType(s string) bool {
 	return true
 }
 
+// saveCapture writes a request as wxpayctl verify reads a capture: the request line and header lines as curl
+// -D or a proxy log writes them, and the raw body byte for byte.
+func saveCapture(dir, url string, n wechatsim.Notification, h http.Header) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := "/"
+	if u, err := neturl.Parse(url); err == nil && u.Path != "" {
+		path = u.Path
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\n", path)
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		for _, v := range h[k] {
+			fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+		}
+	}
+	b.WriteString("\r\n")
+	if err := os.WriteFile(filepath.Join(dir, n.ID+".headers"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, n.ID+".body"), n.Body, 0o644)
+}
+
 // simPlatform loads the simulated platform from dir, or from ./.wxpay-dev when dir is empty and that
 // holds the merchant, or else generates a throwaway one.
 func simPlatform(dir, mchid string, stderr io.Writer) (*wechatsim.Platform, error) {
@@ -319,6 +356,14 @@ func (g *globals) simulateOnce(ctx context.Context, o *simOptions, p *wechatsim.
 				r := simResult{EventType: k.eventType, Sample: k.name, ID: n.ID, Attempts: []simAttempt{}}
 				opts := dopts
 				opts.OnAttempt = func(a wechatsim.Attempt) {
+					if o.save != "" && a.N == 1 && a.Header != nil {
+						if err := saveCapture(o.save, o.url, n, a.Header); err != nil {
+							outf(g.env.Stderr, "simulate: --save: %v\n", err)
+						} else if table {
+							outf(out, "saved %s: wxpayctl verify --headers %s --body %s --mchid %s\n", n.ID,
+								filepath.Join(o.save, n.ID+".headers"), filepath.Join(o.save, n.ID+".body"), p.MchID)
+						}
+					}
 					sa := simAttempt{N: a.N, WaitedMS: ms(a.Waited), Status: a.Status, Latency: ms(a.Latency)}
 					if a.Err != nil {
 						sa.Error = a.Err.Error()

@@ -209,3 +209,33 @@ func TestSimulateKeys(t *testing.T) {
 		mustCode(t, ctlRun(t, "nats://127.0.0.1:1", append([]string{"simulate", "--platform-dir", dir, "--mchid", "1900000200"}, bad...)...), 2, "simulate "+strconv.Quote(strings.Join(bad, " ")))
 	}
 }
+
+// simulate --save keeps the request it sent as a capture that wxpayctl verify checks: the way to produce a
+// capture without a proxy in front of the receiver.
+func TestSimulateSaveMakesAVerifiableCapture(t *testing.T) {
+	keys, captures := t.TempDir(), filepath.Join(t.TempDir(), "captures")
+	mustCode(t, ctlRun(t, "nats://127.0.0.1:1", "simulate", "keys", "--out", keys, "--mchid", "1900000200"), 0, "keys")
+	// Nothing listens on port 1: the attempt fails, the capture is written all the same.
+	r := ctlRun(t, "nats://127.0.0.1:1", "simulate", "--platform-dir", keys, "--mchid", "1900000200", "--type", "refund.succeeded",
+		"--no-retry", "--url", "http://127.0.0.1:1/notify/1900000200", "--save", captures)
+	if !strings.Contains(r.stdout, "saved ") {
+		t.Fatalf("simulate --save printed:\n%s\n%s", r.stdout, r.stderr)
+	}
+	heads, _ := filepath.Glob(filepath.Join(captures, "*.headers"))
+	if len(heads) != 1 {
+		t.Fatalf("%d header files in %s", len(heads), captures)
+	}
+	body := strings.TrimSuffix(heads[0], ".headers") + ".body"
+	p, files, err := wechatsim.LoadPlatform(keys, "1900000200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := p.Env(files)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v := invocation{env: env}.run(ctx, t, "verify", "--headers", heads[0], "--body", body, "--mchid", "1900000200")
+	mustCode(t, v, 0, "verify of the saved capture")
+	if !strings.Contains(v.stdout, "OK") {
+		t.Errorf("verify printed:\n%s", v.stdout)
+	}
+}

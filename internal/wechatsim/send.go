@@ -27,6 +27,8 @@ type Attempt struct {
 	Status  int           // HTTP status; 0 when no answer came
 	Err     error         // transport error or timeout
 	Latency time.Duration
+	// Header is what this attempt sent (each attempt is signed afresh); the body is the notification's.
+	Header http.Header
 }
 
 // OK reports whether the attempt was answered with a 2xx, which ends WeChat's retries.
@@ -73,6 +75,7 @@ func (p *Platform) Deliver(ctx context.Context, url string, n Notification, o De
 		}
 		a := Attempt{N: i + 1, Waited: wait}
 		h, err := p.Sign(n.Body, p.now().Add(o.Skew), o.Key, o.Probe)
+		a.Header = h
 		if err != nil {
 			a.Err = err
 		} else {
