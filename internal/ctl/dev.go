@@ -48,6 +48,7 @@ type devOptions struct {
 	dir, addr, adminAddr, consumerAdminAddr, mchid string
 	logLevel, logFormat                            string
 	demo                                           bool
+	explicit                                       map[string]bool // flags (or their variables) the user set
 }
 
 func devCommand(g *globals) *cobra.Command {
@@ -83,14 +84,19 @@ resulting events are printed as they arrive. dev runs until interrupted (Ctrl-C)
       --admin-addr 127.0.0.1:19090 --consumer-admin-addr 127.0.0.1:19091`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.explicit = map[string]bool{
+				"addr":                cmd.Flags().Changed("addr") || g.env.Getenv("RECEIVER_ADDR") != "",
+				"admin-addr":          cmd.Flags().Changed("admin-addr") || g.env.Getenv("ADMIN_ADDR") != "",
+				"consumer-admin-addr": cmd.Flags().Changed("consumer-admin-addr"),
+			}
 			return g.dev(cmd.Context(), o)
 		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&o.dir, "dir", defaultDevDir, "state directory: JetStream store and the test merchant's keys")
-	fl.StringVar(&o.addr, "addr", ":8080", "receiver listen address (POST /notify/{mchid})")
-	fl.StringVar(&o.adminAddr, "admin-addr", ":9090", "receiver admin address (/metrics, /healthz, /readyz)")
-	fl.StringVar(&o.consumerAdminAddr, "consumer-admin-addr", ":9091", "consumer admin address")
+	fl.StringVar(&o.addr, "addr", def("RECEIVER_ADDR", ":8080"), "receiver listen address (POST /notify/{mchid}); when the default is taken, a free port [RECEIVER_ADDR]")
+	fl.StringVar(&o.adminAddr, "admin-addr", def("ADMIN_ADDR", ":9090"), "receiver admin address (/metrics, /healthz, /readyz); when the default is taken, a free port [ADMIN_ADDR]")
+	fl.StringVar(&o.consumerAdminAddr, "consumer-admin-addr", ":9091", "consumer admin address; when the default is taken, a free port")
 	fl.StringVar(&o.mchid, "mchid", DefaultMchID, "merchant id of the test account")
 	fl.BoolVar(&o.demo, "demo", false, "send one notification of every event type and print the events")
 	fl.StringVar(&o.logLevel, "log-level", def("LOG_LEVEL", "info"), "trace, debug, info, warn or error [LOG_LEVEL]")
@@ -151,6 +157,23 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 			env[k] = v
 		}
 	}
+	// Like NATS: a default port that is taken (another receiver, a web server on 8080) moves to a free one,
+	// said in the banner; an address the user chose stays, and fails loudly when taken.
+	addrs := []struct {
+		flag string
+		addr *string
+	}{{"addr", &o.addr}, {"admin-addr", &o.adminAddr}, {"consumer-admin-addr", &o.consumerAdminAddr}}
+	for _, a := range addrs {
+		if o.explicit[a.flag] {
+			continue
+		}
+		if h, p, err := net.SplitHostPort(*a.addr); err == nil {
+			if n, err := strconv.Atoi(p); err == nil && !portFree(ctx, h, n) {
+				d.log.Warn().Str("addr", *a.addr).Msg("address in use; dev takes a free port (see the banner)")
+				*a.addr = net.JoinHostPort(h, "0")
+			}
+		}
+	}
 	renv, cenv := clone(env), clone(env)
 	renv["RECEIVER_ADDR"], renv["ADMIN_ADDR"] = o.addr, o.adminAddr
 	cenv["ADMIN_ADDR"] = o.consumerAdminAddr
@@ -204,15 +227,23 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 	}
 	notifyURL := "http://" + loopback(r.Addr()) + "/notify/" + p.MchID
 
+	// What the other commands need, in a file a shell can source: the account and the NATS URL actually
+	// used (which moves when 4222 is taken).
+	shellEnv := p.Env(files)
+	shellEnv["NATS_URL"] = natsURL
+	devEnvFile := filepath.Join(dir, "dev.env")
+	var envText strings.Builder
+	envText.WriteString("# wxpayctl dev: source this file in another shell (. " + devEnvFile + ") so that wxpayctl finds dev.\n")
+	printEnv(&envText, shellEnv, "")
+	if err := os.WriteFile(devEnvFile, []byte(envText.String()), 0o600); err != nil {
+		return runtime(fmt.Errorf("--dir: %w", err))
+	}
+
 	d.banner(devBanner{
 		NATSURL: natsURL, StoreDir: filepath.Join(dir, "jetstream"), NotifyURL: notifyURL,
 		ReceiverAdmin: "http://" + loopback(r.AdminAddr()), ConsumerAdmin: "http://" + loopback(c.AdminAddr()),
 		Dedupe: dedupeDesc, MchID: p.MchID, Generated: generated, Dir: dir, EnvFile: wechatsim.EnvFile(dir, p.MchID),
-		Files: files, PublicKeyID: p.PublicKeyID, Env: func() map[string]string {
-			e := p.Env(files)
-			e["NATS_URL"] = natsURL
-			return e
-		}(),
+		Files: files, PublicKeyID: p.PublicKeyID, Env: shellEnv, ShellEnvFile: devEnvFile,
 	})
 
 	grp, gctx := errgroup.WithContext(ctx)
@@ -367,6 +398,7 @@ type devBanner struct {
 	Files         wechatsim.Files   `json:"files"`
 	PublicKeyID   string            `json:"public_key_id"`
 	Env           map[string]string `json:"env"`
+	ShellEnvFile  string            `json:"shell_env_file"` // export lines of Env, NATS_URL included
 }
 
 func (d *devRun) banner(b devBanner) {
@@ -396,13 +428,19 @@ func (d *devRun) banner(b devBanner) {
 `, b.NATSURL, b.StoreDir, b.NotifyURL, b.ReceiverAdmin, b.ConsumerAdmin, b.Dedupe,
 		b.MchID, origin, b.Files.PublicKeyFile, b.PublicKeyID, b.Files.CertFile, b.Files.APIv3KeyFile, b.Files.PrivateKeyFile, b.EnvFile)
 	printEnv(w, b.Env, "    ")
+	// The commands to try name the NATS server dev really listens on: with a moved port, a bare
+	// "wxpayctl tail" would talk to whatever else holds 4222.
+	ctl := "wxpayctl"
+	if b.NATSURL != defaultNATSURL {
+		ctl = "wxpayctl --nats-url " + b.NATSURL
+	}
 	outf(w, `
-  try, in another terminal:
-    wxpayctl tail
-    wxpayctl simulate --platform-dir %s --url %s --type refund.succeeded
-    wxpayctl dlq ls
+  try, in another terminal (or first: . %s):
+    %s tail
+    %s simulate --platform-dir %s --url %s --type refund.succeeded
+    %s dlq ls
 
-`, b.Dir, b.NotifyURL)
+`, b.ShellEnvFile, ctl, ctl, b.Dir, b.NotifyURL, ctl)
 }
 
 // demo sends one notification of every event type to the receiver and prints the events as they arrive,

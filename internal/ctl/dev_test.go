@@ -3,8 +3,9 @@ package ctl_test
 import (
 	"context"
 	"encoding/json"
-	"github.com/wxpay-events/wxpay-events/internal/testenv/pipelinetest"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wxpay-events/wxpay-events/internal/ctl"
+	"github.com/wxpay-events/wxpay-events/internal/testenv/pipelinetest"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/redistest"
 )
 
@@ -206,4 +208,44 @@ func TestDevRefusesATakenPort(t *testing.T) {
 		t.Errorf("the error does not say how to fix it: %s", r.stderr)
 	}
 	mustCode(t, invocation{}.run(ctx, t, "dev", "--nats-url", "http://x"), ctl.ExitUsage, "dev with a non-NATS URL")
+}
+
+// A taken default receiver port (8080 is popular) moves dev to a free one, named in the banner; the
+// commands it suggests name the NATS server it really uses, and dev.env holds NATS_URL for a shell.
+func TestDevMovesFromATakenDefaultPort(t *testing.T) {
+	if ln, err := net.Listen("tcp", ":8080"); err == nil { // else something else holds it already: as good
+		defer func() { _ = ln.Close() }()
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr pipelinetest.SyncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- ctl.Main(ctx, []string{"dev", "--dir", dir, "--nats-url", "nats://127.0.0.1:0",
+			"--admin-addr", "127.0.0.1:0", "--consumer-admin-addr", "127.0.0.1:0"},
+			ctl.Env{Getenv: func(string) string { return "" }, Stdout: &stdout, Stderr: &stderr})
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stdout.String(), "try, in another terminal") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no banner:\n%s\n%s", stdout.String(), stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out := stdout.String()
+	if strings.Contains(out, ":8080/notify") {
+		t.Errorf("the banner still names the taken port:\n%s", out)
+	}
+	natsURL := natsURLRe.FindStringSubmatch(out)
+	if natsURL == nil || !strings.Contains(out, "wxpayctl --nats-url "+natsURL[1]+" tail") {
+		t.Errorf("the suggested commands do not name dev's NATS server:\n%s", out)
+	}
+	env, err := os.ReadFile(filepath.Join(dir, "dev.env"))
+	if err != nil || !strings.Contains(string(env), "export NATS_URL="+natsURL[1]) || !strings.Contains(string(env), "export WECHATPAY_MCHID=") {
+		t.Errorf("dev.env (%v):\n%s", err, env)
+	}
 }

@@ -35,6 +35,9 @@ type exitError struct {
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
 
+// defaultNATSURL is where every command looks for NATS without NATS_URL or --nats-url.
+const defaultNATSURL = "nats://127.0.0.1:4222"
+
 func failed(err error) error  { return &exitError{ExitFailed, err} }
 func runtime(err error) error { return &exitError{ExitRuntime, err} }
 
@@ -101,7 +104,7 @@ Exit codes: 0 success, 1 the answer is no (e.g. verification failed), 2 usage er
 		}
 		return d
 	}
-	root.PersistentFlags().StringVar(&g.natsURL, "nats-url", def("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s) [NATS_URL]")
+	root.PersistentFlags().StringVar(&g.natsURL, "nats-url", def("NATS_URL", defaultNATSURL), "NATS server URL(s) [NATS_URL]")
 	root.PersistentFlags().StringVar(&g.natsCreds, "nats-creds", env.Getenv("NATS_CREDS"), "NATS credentials file [NATS_CREDS]")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
