@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -65,6 +66,21 @@ type Redis struct {
 	URL        string
 	Addrs      []string
 	MasterName string
+}
+
+// Target names the Redis in use for a log line, password hidden: the URL, the Sentinel master and its
+// sentinels, or the Cluster's seed addresses.
+func (r Redis) Target() string {
+	switch {
+	case len(r.Addrs) > 0 && r.MasterName != "":
+		return "sentinel master " + r.MasterName + " via " + strings.Join(r.Addrs, ",")
+	case len(r.Addrs) > 0:
+		return "cluster " + strings.Join(r.Addrs, ",")
+	}
+	if u, err := url.Parse(r.URL); err == nil && u.Host != "" {
+		return u.Redacted()
+	}
+	return "(unparseable REDIS_URL)"
 }
 
 // Source reads settings from flags first, then the environment, then defaults.

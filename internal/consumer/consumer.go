@@ -37,6 +37,8 @@ type Consumer struct {
 	registry  *prometheus.Registry
 	adminLn   net.Listener
 	closeDeps []func()
+	// embeddedDedupe: the dedupe store was handed in (Deps.Dedupe), not the configured Redis.
+	embeddedDedupe bool
 }
 
 // Deps lets the dev mode and tests hand in what they already have.
@@ -67,7 +69,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 // New connects to NATS and Redis, creates or updates the streams and the durable consumer, and binds the
 // admin listener. It checks every APIv3 key before consuming anything.
 func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps) (*Consumer, error) {
-	c := &Consumer{cfg: cfg, log: log, registry: admin.NewRegistry()}
+	c := &Consumer{cfg: cfg, log: log, registry: admin.NewRegistry(), embeddedDedupe: deps.Dedupe != nil}
 	ciphers := make(map[string]Cipher, len(cfg.Accounts))
 	for _, a := range cfg.Accounts {
 		ci, err := decrypt.New(a.APIv3Key)
@@ -169,6 +171,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	defer func() { _ = advisory.Unsubscribe() }()
 
 	c.log.Info().Str("admin_addr", c.AdminAddr().String()).Int("workers", c.cfg.Workers).
+		Str("nats", c.nc.ConnectedUrlRedacted()).Str("redis", c.redisTarget()).
 		Int("accounts", len(c.cfg.Accounts)).Msg("consumer started")
 
 	// Workers keep their own context: on shutdown they finish what they hold instead of failing it.
@@ -361,4 +364,13 @@ type redisLogger struct{ log zerolog.Logger }
 
 func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
 	l.log.Debug().Str("component", "go-redis").Msgf(format, v...)
+}
+
+// redisTarget names the dedupe store for the start-up line: the Redis from the configuration, or the
+// store a caller handed in (dev's embedded one).
+func (c *Consumer) redisTarget() string {
+	if c.embeddedDedupe {
+		return "(embedded store)"
+	}
+	return c.cfg.Redis.Target()
 }

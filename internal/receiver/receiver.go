@@ -118,7 +118,7 @@ func (r *Receiver) Handler() *Handler { return r.handler }
 func (r *Receiver) Serve(ctx context.Context) error {
 	defer r.close()
 	r.log.Info().Str("addr", r.Addr().String()).Str("admin_addr", r.AdminAddr().String()).
-		Int("accounts", len(r.cfg.Accounts)).Msg("receiver listening")
+		Str("nats", r.nc.ConnectedUrlRedacted()).Int("accounts", len(r.cfg.Accounts)).Msg("receiver listening")
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		return admin.Serve(gctx, admin.Server(r.handler), r.public, r.cfg.ShutdownTimeout)
