@@ -94,7 +94,24 @@ type source struct {
 func newSource(name string, getenv func(string) string, out io.Writer) *source {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
+	fs.Usage = func() {
+		if about, ok := programs[name]; ok {
+			fmt.Fprintf(out, "%s — %s\n\nUsage: %s [flags]\n\n", name, about, name)
+		}
+		fmt.Fprintf(out, "Every flag is also an environment variable (in brackets); a flag wins over its variable.\n\n")
+		fs.PrintDefaults()
+	}
 	return &source{fs: fs, getenv: getenv}
+}
+
+// programs says what each program does, for --help.
+var programs = map[string]string{
+	"receiver": "the HTTP intake WeChat Pay's notify_url points at: verifies each notification's signature, stores it " +
+		"still encrypted in JetStream (WECHATPAY_INBOUND) and only then answers 204. It holds no decryption key " +
+		"(except the APIv3 key to download platform certificates, when configured to).",
+	"consumer": "pulls stored notifications, decrypts them with the merchant's APIv3 key, drops duplicates with Redis " +
+		"and publishes one CloudEvent per business fact on WECHATPAY_EVENTS; what cannot be processed goes to " +
+		"WECHATPAY_DLQ with the reason.",
 }
 
 func flagName(env string) string { return strings.ReplaceAll(strings.ToLower(env), "_", "-") }

@@ -401,3 +401,20 @@ func TestRedisTarget(t *testing.T) {
 		}
 	}
 }
+
+// --help says what the program is for before listing its flags.
+func TestHelpDescribesTheProgram(t *testing.T) {
+	var out strings.Builder
+	_, err := config.LoadReceiver([]string{"--help"}, envOf(nil), &out)
+	if err == nil {
+		t.Fatal("--help returned no error")
+	}
+	if !strings.Contains(out.String(), "receiver — the HTTP intake") || !strings.Contains(out.String(), "-max-clock-skew") {
+		t.Fatalf("receiver --help:\n%s", out.String())
+	}
+	out.Reset()
+	_, _ = config.LoadConsumer([]string{"-h"}, envOf(nil), &out)
+	if !strings.Contains(out.String(), "consumer — pulls stored notifications") {
+		t.Fatalf("consumer --help:\n%s", out.String())
+	}
+}
