@@ -15,6 +15,7 @@ import (
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
 
 	"github.com/wxpay-events/wxpay-events/internal/certs"
+	"github.com/wxpay-events/wxpay-events/internal/testenv/wait"
 	"github.com/wxpay-events/wxpay-events/internal/verify"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 )
@@ -145,15 +146,7 @@ func (s *simAPI) awaitArrivals(t *testing.T, n int) {
 // eventually waits for cond, checking it every few milliseconds; for what no event announces.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	wait.For(t, what, cond, wait.Options{Interval: 5 * time.Millisecond})
 }
 
 // clock is a test clock that only moves when told to.

@@ -392,9 +392,9 @@ func TestClockSkewLimitWithinDuplicateWindow(t *testing.T) {
 // The Redis named in the start-up log line never shows a password.
 func TestRedisTarget(t *testing.T) {
 	for r, want := range map[*config.Redis]string{
-		{URL: "redis://:s3cret@10.0.0.5:6379/0"}:                           "redis://:xxxxx@10.0.0.5:6379/0",
+		{URL: "redis://:s3cret@10.0.0.5:6379/0"}:                          "redis://:xxxxx@10.0.0.5:6379/0",
 		{Addrs: []string{"s1:26379", "s2:26379"}, MasterName: "mymaster"}: "sentinel master mymaster via s1:26379,s2:26379",
-		{Addrs: []string{"c1:6379", "c2:6379"}}:                            "cluster c1:6379,c2:6379",
+		{Addrs: []string{"c1:6379", "c2:6379"}}:                           "cluster c1:6379,c2:6379",
 	} {
 		if got := r.Target(); got != want {
 			t.Errorf("Target() = %q, want %q", got, want)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wxpay-events/wxpay-events/internal/dedupe"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/redistest"
+	"github.com/wxpay-events/wxpay-events/internal/testenv/wait"
 )
 
 const prefix = "test:dedupe:"
@@ -85,15 +86,7 @@ func (e *env) expire(t *testing.T, key string) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
+	wait.For(t, what, cond, wait.Options{Interval: time.Millisecond})
 }
 
 func claim(t *testing.T, d *dedupe.Redis, key string, want dedupe.State) dedupe.Claim {

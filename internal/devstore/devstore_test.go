@@ -15,6 +15,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/dedupe"
 	"github.com/wxpay-events/wxpay-events/internal/devstore"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/natstest"
+	"github.com/wxpay-events/wxpay-events/internal/testenv/wait"
 )
 
 var _ consumer.Deduper = (*devstore.Store)(nil)
@@ -62,13 +63,7 @@ func claim(t *testing.T, s *devstore.Store, key string) dedupe.Claim {
 // waitFor polls cond until it holds; TTLs are enforced by the server in whole seconds.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	wait.For(t, what, cond, wait.Options{Timeout: timeout, Interval: 50 * time.Millisecond})
 }
 
 // A key as the consumer makes them: colons, dots, %-escapes.

@@ -26,6 +26,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/logging"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/audit"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/pipelinetest"
+	"github.com/wxpay-events/wxpay-events/internal/testenv/wait"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim/samples"
@@ -316,13 +317,7 @@ func tail(s string, n int) string {
 // waitFor polls cond every interval until it holds, failing the test after timeout.
 func waitFor(t *testing.T, timeout, interval time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(interval)
-	}
+	wait.For(t, what, cond, wait.Options{Timeout: timeout, Interval: interval})
 }
 
 // eventCount is the number of messages in WECHATPAY_EVENTS, or 0 while it cannot be read.

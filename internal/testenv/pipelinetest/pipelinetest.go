@@ -21,6 +21,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/receiver"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/natstest"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/redistest"
+	"github.com/wxpay-events/wxpay-events/internal/testenv/wait"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 )
@@ -244,17 +245,13 @@ func (p *Pipeline) Settled() bool {
 // WaitFor polls cond until it holds or timeout passes.
 func (p *Pipeline) WaitFor(timeout time.Duration, what string, cond func() bool) {
 	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			logs := p.Logs.String()
-			if len(logs) > 4000 {
-				logs = "…" + logs[len(logs)-4000:]
-			}
-			p.t.Fatalf("timed out after %s waiting for %s; last log lines:\n%s", timeout, what, logs)
+	wait.For(p.t, what, cond, wait.Options{Timeout: timeout, OnTimeout: func() string {
+		logs := p.Logs.String()
+		if len(logs) > 4000 {
+			logs = "…" + logs[len(logs)-4000:]
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return "last log lines:\n" + logs
+	}})
 }
 
 // CloudEvent is a published event as downstream services read it.
