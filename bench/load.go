@@ -7,12 +7,13 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 )
 
 // wechatDeadline is how long WeChat Pay waits for an answer before it counts the delivery as failed.
@@ -343,17 +344,12 @@ type stats struct {
 }
 
 func summarize(lat []time.Duration) stats {
-	s := slices.Clone(lat)
-	slices.Sort(s)
-	if len(s) == 0 {
+	if len(lat) == 0 {
 		return stats{}
 	}
-	pct := func(p float64) time.Duration {
-		i := int(p*float64(len(s))+0.5) - 1
-		return s[min(max(i, 0), len(s)-1)]
-	}
-	st := stats{N: len(s), P50: pct(0.50), P99: pct(0.99), P999: pct(0.999), Max: s[len(s)-1]}
-	for _, d := range s {
+	p := wechatsim.LatencyPercentiles(lat)
+	st := stats{N: len(lat), P50: p.P50, P99: p.P99, P999: p.P999, Max: p.Max}
+	for _, d := range lat {
 		if d > wechatDeadline {
 			st.Over5s++
 		}

@@ -200,15 +200,17 @@ func Load(ctx context.Context, o LoadOptions) (LoadResult, error) {
 	if res.Elapsed > 0 {
 		res.Throughput = float64(res.Sent-res.Errors) / res.Elapsed.Seconds()
 	}
-	res.Latency = percentiles(latencies)
+	res.Latency = LatencyPercentiles(latencies)
 	return res, ctx.Err()
 }
 
-// percentiles uses the nearest-rank method.
-func percentiles(d []time.Duration) Percentiles {
+// LatencyPercentiles summarises latencies by the nearest-rank method (d is not modified): the one
+// percentile computation of the load tool and the benchmark suite.
+func LatencyPercentiles(d []time.Duration) Percentiles {
 	if len(d) == 0 {
 		return Percentiles{}
 	}
+	d = slices.Clone(d)
 	slices.Sort(d)
 	rank := func(p float64) time.Duration {
 		i := int(p*float64(len(d))+0.999999999) - 1
