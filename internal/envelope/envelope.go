@@ -182,6 +182,10 @@ func checkToken(field, v string, limit int) error {
 
 // Ids are UUIDs in practice and event types dotted upper-case words; the accepted set is wider than both but
 // excludes everything that could break a NATS header or subject (spaces, control characters, '*', '>').
-func isTokenChar(r rune) bool {
-	return r < 0x80 && (r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+func isTokenChar(r rune) bool { return r < 0x80 && TokenByte(byte(r)) }
+
+// TokenByte reports whether c may appear in an id or event type: ASCII letters, digits, '.', '_' and '-'.
+// It is the one definition the receiver's fast path shares.
+func TokenByte(c byte) bool {
+	return c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }

@@ -96,15 +96,11 @@ func plainToken(v []byte, limit int) bool {
 		return false
 	}
 	for _, c := range v {
-		if !tokenByte(c) {
+		if !envelope.TokenByte(c) {
 			return false
 		}
 	}
 	return true
-}
-
-func tokenByte(c byte) bool {
-	return c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 func hexByte(c byte) bool {
