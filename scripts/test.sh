@@ -1,21 +1,37 @@
 #!/usr/bin/env bash
-# The project's test command (README: "Run the tests"). It installs what a fresh Debian machine lacks,
-# then vets and runs every test with the race detector, a short fuzzing pass over the internet-facing
-# parsers, and the offline validation of the Kubernetes manifests. Any failure fails the script.
+# The project's test command (README: "Run the tests"). It installs what a fresh Debian machine lacks
+# (redis-server, PostgreSQL), then vets and runs every test with the race detector, a short fuzzing pass
+# over the internet-facing parsers, and the offline validation of the Kubernetes manifests. Any failure
+# fails the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 say() { printf '\n== %s\n' "$*"; }
 
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# PostgreSQL's server programs: on PATH, or where Debian's postgresql package puts them.
+have_postgres() {
+  command -v initdb >/dev/null 2>&1 || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+missing=()
 if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_URL:-}" ]; then
-  say "redis-server is missing: installing it from Debian's packages"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  missing+=(redis-server)
+fi
+if ! have_postgres && [ -z "${PG_URL:-}${DATABASE_URL:-}" ]; then
+  missing+=(postgresql)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "${missing[*]} missing: installing from Debian's packages"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
-  # The package may start a system instance; the tests start their own on free ports and need none.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The packages may start system instances; the tests start their own servers on free ports
+  # (PostgreSQL as an unprivileged user in a temporary directory) and need none.
 fi
 command -v redis-server >/dev/null 2>&1 || [ -n "${REDIS_URL:-}" ] || { echo "redis-server still missing" >&2; exit 1; }
+have_postgres || [ -n "${PG_URL:-}${DATABASE_URL:-}" ] || { echo "PostgreSQL (initdb, postgres) still missing" >&2; exit 1; }
 
 say "go vet"
 go vet ./...

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // decodeObject parses a plaintext into a generic tree, keeping numbers as
@@ -42,17 +43,19 @@ func malformedJSON(err error) error {
 	return fmt.Errorf("%w: invalid JSON", ErrMalformed)
 }
 
-var timeType = reflect.TypeFor[Time]()
+// timeType is how the data types declare a WeChat Pay time; check accepts
+// every format ParseTime does and writes it back as RFC 3339.
+var timeType = reflect.TypeFor[time.Time]()
 
 // check walks a decoded JSON value v alongside the Go type t it is meant to
 // decode into. It verifies the JSON type of every field t declares, requires
-// integers where t has int64, and returns v with every Time field replaced by
-// its normalised RFC 3339 string (objects and arrays are updated in place).
-// Fields t does not declare are left as they are. A key that differs from a
-// declared field only in letter case is refused, because encoding/json would
-// silently decode it into that field while the key itself stayed in Data.
-// Null stands for an absent field. Errors name the field's path, never its
-// value.
+// integers where t has int64, and returns v with every time.Time field
+// replaced by its normalised RFC 3339 string, as Time.String writes it
+// (objects and arrays are updated in place). Fields t does not declare are
+// left as they are. A key that differs from a declared field only in letter
+// case is refused, because encoding/json would silently decode it into that
+// field while the key itself stayed in Data. Null stands for an absent
+// field. Errors name the field's path, never its value.
 func check(v any, t reflect.Type, path string) (any, error) {
 	if v == nil {
 		return nil, nil

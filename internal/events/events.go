@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/wxpay-events/wxpay-events/wxevents"
 )
 
 var (
@@ -156,9 +158,11 @@ func Build(n Notification, plaintext []byte) ([]Event, error) {
 		}
 		when := f.time
 		if when.IsZero() {
-			if when, err = ParseTime(n.CreateTime); err != nil {
+			created, err := ParseTime(n.CreateTime)
+			if err != nil {
 				return nil, fmt.Errorf("%w: notification create_time: unrecognised time format", ErrMalformed)
 			}
+			when = created.Time()
 		}
 		key := dedupeKey(n.MchID, r.typ, f.key)
 		out = append(out, Event{
@@ -168,7 +172,7 @@ func Build(n Notification, plaintext []byte) ([]Event, error) {
 			SubMchID:        f.sub,
 			DedupeKey:       key,
 			Subject:         f.subject,
-			Time:            when.Time(),
+			Time:            when,
 			Schema:          r.schema,
 			NotificationID:  n.ID,
 			WechatEventType: n.EventType,
@@ -213,73 +217,52 @@ func validMchID(s string) bool {
 
 // CloudEventType returns the CloudEvents type of a domain type:
 // "com.wechatpay.<type>".
-func CloudEventType(typ string) string { return "com.wechatpay." + typ }
+func CloudEventType(typ string) string { return wxevents.Type(typ).CloudEventType() }
 
 // DataSchemaBase prefixes a schema file name to make the absolute URI that
 // CloudEvents requires for dataschema: the file's place in this project's
 // repository. The schemas package compiles its files under the same URIs.
-const DataSchemaBase = "https://github.com/wxpay-events/wxpay-events/blob/main/schemas/"
+const DataSchemaBase = wxevents.DataSchemaBase
 
-// CloudEvents extension attributes. CloudEvents 1.0 asks for names of at most
-// 20 lower-case ASCII letters and digits.
+// CloudEvents extension attributes (see package wxevents, which owns the
+// envelope).
 const (
 	// ExtNotificationID carries the id of the WeChat Pay notification that
 	// carried the fact (the first one processed).
-	ExtNotificationID = "wxnotificationid"
+	ExtNotificationID = wxevents.ExtNotificationID
 	// ExtEventType carries WeChat Pay's event_type.
-	ExtEventType = "wxeventtype"
+	ExtEventType = wxevents.ExtEventType
 	// ExtSubMchID carries the sub-merchant of a service-provider
 	// notification; absent for a direct merchant.
-	ExtSubMchID = "wxsubmchid"
+	ExtSubMchID = wxevents.ExtSubMchID
 )
 
-// cloudEvent is the CloudEvents 1.0 structured JSON form of an Event, in
-// attribute order.
-type cloudEvent struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          string          `json:"source"`
-	Type            string          `json:"type"`
-	Subject         string          `json:"subject"`
-	Time            string          `json:"time"`
-	DataContentType string          `json:"datacontenttype"`
-	DataSchema      string          `json:"dataschema"`
-	NotificationID  string          `json:"wxnotificationid"`
-	EventType       string          `json:"wxeventtype"`
-	SubMchID        string          `json:"wxsubmchid,omitempty"`
-	Data            json.RawMessage `json:"data"`
+// CloudEvent renders e as a CloudEvents 1.0 structured-mode JSON document
+// through wxevents.Event, which owns the envelope: specversion "1.0", id,
+// source "/wechatpay/<mchid>", type "com.wechatpay.<type>", subject, time
+// (RFC 3339), datacontenttype "application/json", dataschema (DataSchemaBase
+// + the schema file name), the extensions wxnotificationid, wxeventtype and
+// (for a sub-merchant) wxsubmchid, and data.
+func (e Event) CloudEvent() ([]byte, error) {
+	return e.Envelope().MarshalJSON()
 }
 
-// CloudEvent renders e as a CloudEvents 1.0 structured-mode JSON document:
-// specversion "1.0", id, source "/wechatpay/<mchid>", type
-// "com.wechatpay.<type>", subject, time (RFC 3339), datacontenttype
-// "application/json", dataschema (DataSchemaBase + the schema file name), the
-// extensions wxnotificationid, wxeventtype and (for a sub-merchant)
-// wxsubmchid, and data.
-func (e Event) CloudEvent() ([]byte, error) {
-	return marshalData(cloudEvent{
-		SpecVersion:     "1.0",
+// Envelope is e as the wxevents.Event a subscriber decodes.
+func (e Event) Envelope() wxevents.Event {
+	return wxevents.Event{
+		SpecVersion:     wxevents.SpecVersion,
 		ID:              e.ID,
-		Source:          "/wechatpay/" + e.MchID,
+		Source:          wxevents.SourcePrefix + e.MchID,
 		Type:            CloudEventType(e.Type),
 		Subject:         e.Subject,
-		Time:            formatTime(e.Time),
-		DataContentType: "application/json",
+		Time:            e.Time,
+		DataContentType: wxevents.DataContentType,
 		DataSchema:      DataSchemaBase + e.Schema,
 		NotificationID:  e.NotificationID,
-		EventType:       e.WechatEventType,
+		WechatEventType: e.WechatEventType,
 		SubMchID:        e.SubMchID,
 		Data:            e.Data,
-	})
-}
-
-// formatTime is RFC 3339 with as many fractional digits as needed, but
-// whole milliseconds as three digits, the way WeChat Pay writes them.
-func formatTime(t time.Time) string {
-	if ns := t.Nanosecond(); ns != 0 && ns%int(time.Millisecond) == 0 {
-		return t.Format("2006-01-02T15:04:05.000Z07:00")
 	}
-	return t.Format(time.RFC3339Nano)
 }
 
 // marshalData encodes v as compact JSON without HTML escaping, so Chinese

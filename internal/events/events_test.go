@@ -12,6 +12,7 @@ import (
 
 	"github.com/wxpay-events/wxpay-events/internal/events"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim/samples"
+	"github.com/wxpay-events/wxpay-events/wxevents"
 )
 
 const mchID = "1900000100"
@@ -257,37 +258,37 @@ func TestTypedViews(t *testing.T) {
 		}
 	}
 
-	var global events.PaymentSucceeded
+	var global wxevents.PaymentSucceeded
 	decode(build("TRANSACTION.SUCCESS.global"), &global)
 	if global.TransactionNo() != "1008450740201411110005820873" || global.Amount.ExchangeRate.Rate != 8000000 ||
 		global.Amount.Currency != "HKD" || global.Promotions[0].GoodsDetail[0].Price != 528800 {
 		t.Errorf("global payment: %+v", global)
 	}
-	var partner events.PaymentSucceeded
+	var partner wxevents.PaymentSucceeded
 	decode(build("TRANSACTION.SUCCESS.partner"), &partner)
 	if partner.SubMchID != "1900000109" || partner.Payer.SubOpenID == "" || partner.Amount.Total != 100 {
 		t.Errorf("partner payment: %+v", partner)
 	}
-	var parking events.ParkingPayment
+	var parking wxevents.PaymentFailed
 	decode(build("TRANSACTION.FAIL"), &parking)
 	if parking.TradeStateDescription != "扣款失败" || parking.ParkingInfo.ChargingDuration != 3600 ||
-		parking.ParkingInfo.EndTime.String() != "2017-08-26T10:43:39+08:00" || parking.Amount.DiscountTotal != 1 {
+		parking.ParkingInfo.EndTime.Format(time.RFC3339) != "2017-08-26T10:43:39+08:00" || parking.Amount.DiscountTotal != 1 {
 		t.Errorf("parking payment: %+v", parking)
 	}
-	var refund events.Refund
+	var refund wxevents.RefundSucceeded
 	decode(build("REFUND.SUCCESS.global"), &refund)
 	if refund.RecvAccount == "" || refund.FundSource != "REFUND_SOURCE_UNSETTLED_FUNDS" ||
 		refund.Amount.PayerCurrency != "HKD" || refund.Amount.ExchangeRate.Rate != 100000000 {
 		t.Errorf("global refund: %+v", refund)
 	}
-	var violation events.Violation
+	var violation wxevents.ViolationAppealed
 	decode(build("VIOLATION.APPEAL"), &violation)
 	if violation.RiskType != "ONE_YUAN_PURCHASES" || violation.PunishTime.IsZero() {
 		t.Errorf("violation: %+v", violation)
 	}
-	var state events.ParkingStateChange
+	var state wxevents.ParkingStateChanged
 	decode(build("VEHICLE.ENTRANCE_STATE_CHANGE"), &state)
-	if state.FreeDuration != 3600 || state.StateUpdateTime.String() != "2015-05-20T13:29:35.120+08:00" {
+	if state.FreeDuration != 3600 || state.StateUpdateTime.Format("2006-01-02T15:04:05.000Z07:00") != "2015-05-20T13:29:35.120+08:00" {
 		t.Errorf("parking state: %+v", state)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha1" //nolint:gosec // UUIDv5 is defined over SHA-1; ids, not security
 	"encoding/hex"
 	"strings"
+	"time"
 )
 
 // maxKeyPart bounds each field that goes into a dedupe key. WeChat Pay ids
@@ -54,12 +55,13 @@ func keyByte(c byte) bool {
 
 // keyTime renders a key time canonically, whatever offset or precision it was
 // sent with: UTC, no separators that need escaping, trailing zeros of the
-// fraction dropped ("20150520T052935.12Z"). The zero Time gives "".
-func keyTime(t Time) string {
+// fraction dropped ("20150520T052935.12Z"). The zero time (an absent field)
+// gives "".
+func keyTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.Time().UTC().Format("20060102T150405.999999999Z")
+	return t.UTC().Format("20060102T150405.999999999Z")
 }
 
 // nameSpaceURL is the RFC 9562 namespace for URL names.

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
+
+	"github.com/wxpay-events/wxpay-events/wxevents"
 )
 
 // row maps one WeChat Pay event_type to its domain event. It is the only place
@@ -18,10 +21,11 @@ type row struct {
 
 // table is THE mapping; see CONTRACT.md "Event types". Columns: WeChat
 // event_type, domain type, schema, then the decoder: the Go type of the
-// resource with the function that names its business fact (dedupe key,
-// subject, sub-merchant, business time) after checking that the resource
-// says what its type claims (state, amount, merchant). When the business time is absent
-// the event takes the notification's create_time.
+// resource (package wxevents' type for the domain type, or the struct it
+// shares with its siblings) with the function that names its business fact
+// (dedupe key, subject, sub-merchant, business time) after checking that the
+// resource says what its type claims (state, amount, merchant). When the
+// business time is absent the event takes the notification's create_time.
 var table = []row{
 	{"TRANSACTION.SUCCESS", "payment.succeeded", "payment.succeeded.json", decodePayment},
 	{"TRANSACTION.FAIL", "payment.failed", "payment.failed.json", typed(parkingPaymentFact("FAIL"))},
@@ -116,7 +120,7 @@ func positive(field string, v int64) error {
 // transaction_id, or id for a global payment; both are always sent. A
 // payment succeeded only with trade_state SUCCESS and a positive total
 // (total_amount for a combined payment's sub-order).
-func paymentFact(p *PaymentSucceeded, mchid string) (fact, error) {
+func paymentFact(p *wxevents.PaymentSucceeded, mchid string) (fact, error) {
 	f := fact{subject: p.TransactionNo(), sub: p.SubMchID, time: p.SuccessTime}
 	var err error
 	switch {
@@ -139,15 +143,7 @@ func paymentFact(p *PaymentSucceeded, mchid string) (fact, error) {
 	if err := stateIs("trade_state", p.TradeState, "SUCCESS"); err != nil {
 		return f, err
 	}
-	var amount Amount
-	if p.Amount != nil {
-		amount = *p.Amount
-	}
-	total := amount.Total
-	if total == 0 {
-		total = amount.TotalAmount // a combined payment's sub-order
-	}
-	err = positive("amount.total", total)
+	err = positive("amount.total", p.Total()) // total_amount for a combined payment's sub-order
 	if err != nil {
 		return f, err
 	}
@@ -158,8 +154,8 @@ func paymentFact(p *PaymentSucceeded, mchid string) (fact, error) {
 // payment.failed, payment.repaid (parking deductions): ordering merchant +
 // out_trade_no + trade_state; transaction_id is optional in these notices.
 // trade_state must be the event type's own (FAIL, PAY_BACK).
-func parkingPaymentFact(state string) func(*ParkingPayment, string) (fact, error) {
-	return func(p *ParkingPayment, mchid string) (fact, error) {
+func parkingPaymentFact(state string) func(*wxevents.ParkingPayment, string) (fact, error) {
+	return func(p *wxevents.ParkingPayment, mchid string) (fact, error) {
 		k, err := keyOf(keyField{"sub_mchid/sp_mchid", orderingMerchant(mchid, p.SubMchID, p.SpMchID)},
 			keyField{"out_trade_no", p.OutTradeNo}, keyField{"trade_state", p.TradeState})
 		subject := p.TransactionID
@@ -179,8 +175,8 @@ func parkingPaymentFact(state string) func(*ParkingPayment, string) (fact, error
 
 // refund.*: refund_id + refund_status. refund_status must be the event
 // type's own (SUCCESS, ABNORMAL, CLOSED) and the refunded amount positive.
-func refundFact(status string) func(*Refund, string) (fact, error) {
-	return func(p *Refund, mchid string) (fact, error) {
+func refundFact(status string) func(*wxevents.Refund, string) (fact, error) {
+	return func(p *wxevents.Refund, mchid string) (fact, error) {
 		k, err := keyOf(keyField{"refund_id", p.RefundID}, keyField{"refund_status", p.RefundStatus})
 		f := fact{key: k, subject: p.RefundID, sub: p.SubMchID, time: p.SuccessTime}
 		if err != nil {
@@ -189,11 +185,11 @@ func refundFact(status string) func(*Refund, string) (fact, error) {
 		if err := stateIs("refund_status", p.RefundStatus, status); err != nil {
 			return f, err
 		}
-		var amount Amount
+		var refunded int64
 		if p.Amount != nil {
-			amount = *p.Amount
+			refunded = p.Amount.Refund
 		}
-		if err := positive("amount.refund", amount.Refund); err != nil {
+		if err := positive("amount.refund", refunded); err != nil {
 			return f, err
 		}
 		return f, addressedTo(mchid, keyField{"mchid", p.MchID}, keyField{"sp_mchid", p.SpMchID}, keyField{"sub_mchid", p.SubMchID})
@@ -204,7 +200,7 @@ func refundFact(status string) func(*Refund, string) (fact, error) {
 // already the <type> segment of every key, so record_id is the only part.
 // The resource names only the sanctioned sub-merchant, not the service
 // provider it is sent to, so there is no merchant to compare.
-func violationFact(p *Violation, _ string) (fact, error) {
+func violationFact(p *wxevents.Violation, _ string) (fact, error) {
 	k, err := keyOf(keyField{"record_id", p.RecordID})
 	return fact{key: k, subject: p.RecordID, sub: p.SubMchID, time: p.PunishTime}, err
 }
@@ -212,7 +208,7 @@ func violationFact(p *Violation, _ string) (fact, error) {
 // parking.state_changed: parking_id + parking_state + state_update_time (as
 // the instant in UTC, so the same time sent with another offset or precision
 // gives the same key).
-func parkingStateFact(p *ParkingStateChange, mchid string) (fact, error) {
+func parkingStateFact(p *wxevents.ParkingStateChanged, mchid string) (fact, error) {
 	k, err := keyOf(keyField{"parking_id", p.ParkingID}, keyField{"parking_state", p.ParkingState},
 		keyField{"state_update_time", keyTime(p.StateUpdateTime)})
 	f := fact{key: k, subject: p.ParkingID, sub: p.SubMchID, time: p.StateUpdateTime}
@@ -224,11 +220,11 @@ func parkingStateFact(p *ParkingStateChange, mchid string) (fact, error) {
 
 // fact is one business fact a plaintext holds.
 type fact struct {
-	data    []byte   // the normalised resource (for a combined payment: the sub-order)
-	key     []string // dedupe key parts after "<mchid>:<type>"
-	subject string   // business id
-	sub     string   // sub-merchant (sub_mchid), "" for a direct merchant
-	time    Time     // business time; zero when absent
+	data    []byte    // the normalised resource (for a combined payment: the sub-order)
+	key     []string  // dedupe key parts after "<mchid>:<type>"
+	subject string    // business id
+	sub     string    // sub-merchant (sub_mchid), "" for a direct merchant
+	time    time.Time // business time; zero when absent
 }
 
 // decoder checks and normalises a plaintext tree in place and extracts its
@@ -280,7 +276,7 @@ func inherited(field string) bool {
 }
 
 var (
-	paymentType         = reflect.TypeFor[PaymentSucceeded]()
+	paymentType         = reflect.TypeFor[wxevents.PaymentSucceeded]()
 	decodeSinglePayment = typed(paymentFact)
 	combinedType        = reflect.TypeFor[combinedPayment]()
 )

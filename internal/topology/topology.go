@@ -12,12 +12,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/wxpay-events/wxpay-events/wxevents"
 )
 
-// Stream names.
+// Stream names. The events stream and its subjects are part of the public
+// contract, so package wxevents owns their names and layout and this package
+// takes them from there.
 const (
 	InboundStream = "WECHATPAY_INBOUND"
-	EventsStream  = "WECHATPAY_EVENTS"
+	EventsStream  = wxevents.Stream
 	DLQStream     = "WECHATPAY_DLQ"
 )
 
@@ -27,7 +31,7 @@ const ConsumerName = "wxpay-consumer"
 // Subject prefixes.
 const (
 	InboundPrefix = "wechatpay.inbound."
-	EventsPrefix  = "wechatpay.events."
+	EventsPrefix  = wxevents.SubjectPrefix
 	DLQPrefix     = "wechatpay.dlq."
 )
 
@@ -63,18 +67,15 @@ func ParseInboundSubject(subject string) (mchid, eventToken string, ok bool) {
 
 // NoSubMerchant is the <sub> token of an events subject for a direct
 // merchant's event, which has no sub-merchant.
-const NoSubMerchant = "_"
+const NoSubMerchant = wxevents.NoSubMerchant
 
 // EventSubject is where a domain event of type typ (e.g. "payment.succeeded")
 // for merchant mchid and sub-merchant sub ("" for a direct merchant) is
 // published: "wechatpay.events.<type>.<mchid>.<sub>", with "_" for no
 // sub-merchant, so that a service provider can subscribe per sub-merchant
-// ("wechatpay.events.*.*.<mchid>.<sub_mchid>").
+// ("wechatpay.events.*.*.<mchid>.<sub_mchid>"). See wxevents.Subject.
 func EventSubject(typ, mchid, sub string) string {
-	if sub == "" {
-		sub = NoSubMerchant
-	}
-	return EventsPrefix + typ + "." + mchid + "." + sub
+	return wxevents.Subject(wxevents.Type(typ), mchid, sub)
 }
 
 // EventSubjectParts are the tokens of an events subject.
@@ -87,43 +88,20 @@ type EventSubjectParts struct {
 // ParseEventSubject splits an events subject into its domain type, merchant
 // and sub-merchant. A subject of the layout before sub-merchants
 // ("wechatpay.events.<type>.<mchid>", still in a stream's history) parses
-// with Sub "".
+// with Sub "". See wxevents.ParseSubject.
 func ParseEventSubject(subject string) (EventSubjectParts, bool) {
-	rest, found := strings.CutPrefix(subject, EventsPrefix)
-	if !found {
+	p, ok := wxevents.ParseSubject(subject)
+	if !ok {
 		return EventSubjectParts{}, false
 	}
-	tok := strings.Split(rest, ".")
-	if len(tok) != 3 && len(tok) != 4 {
-		return EventSubjectParts{}, false
-	}
-	for _, t := range tok {
-		if t == "" {
-			return EventSubjectParts{}, false
-		}
-	}
-	p := EventSubjectParts{Type: tok[0] + "." + tok[1], MchID: tok[2]}
-	if len(tok) == 4 && tok[3] != NoSubMerchant {
-		p.Sub = tok[3]
-	}
-	return p, true
+	return EventSubjectParts{Type: string(p.Type), MchID: p.MchID, Sub: p.SubMchID}, true
 }
 
 // EventFilter is the subject filter of events of type typ (may hold '*'
 // tokens: "refund.*", "*.*"), merchant mchid and sub-merchant sub; an empty
 // mchid or sub matches any, sub NoSubMerchant only direct-merchant events.
-func EventFilter(typ, mchid, sub string) string {
-	if typ == "" {
-		typ = "*.*"
-	}
-	if mchid == "" {
-		mchid = "*"
-	}
-	if sub == "" {
-		sub = "*"
-	}
-	return EventsPrefix + typ + "." + mchid + "." + sub
-}
+// See wxevents.SubjectFilter.
+func EventFilter(typ, mchid, sub string) string { return wxevents.SubjectFilter(typ, mchid, sub) }
 
 // DLQSubject is where a dead-lettered notification of mchid goes, by reason.
 func DLQSubject(reason, mchid string) string { return DLQPrefix + reason + "." + mchid }
