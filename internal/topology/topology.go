@@ -201,7 +201,7 @@ func ConsumerConfig(o ConsumerOptions) jetstream.ConsumerConfig {
 func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 	for _, cfg := range StreamConfigs(o) {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("create or update stream %s: %w", cfg.Name, err)
+			return Explain(js, fmt.Errorf("create or update stream %s: %w", cfg.Name, err))
 		}
 	}
 	return nil
@@ -211,7 +211,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, o Options) error {
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, o ConsumerOptions) (jetstream.Consumer, error) {
 	c, err := js.CreateOrUpdateConsumer(ctx, InboundStream, ConsumerConfig(o))
 	if err != nil {
-		return nil, fmt.Errorf("create or update consumer %s: %w", ConsumerName, err)
+		return nil, Explain(js, fmt.Errorf("create or update consumer %s: %w", ConsumerName, err))
 	}
 	return c, nil
 }
@@ -223,10 +223,28 @@ func Check(ctx context.Context, js jetstream.JetStream, names ...string) error {
 	}
 	for _, n := range names {
 		if _, err := js.Stream(ctx, n); err != nil {
-			return fmt.Errorf("stream %s: %w", n, err)
+			return Explain(js, fmt.Errorf("stream %s: %w", n, err))
 		}
 	}
 	return nil
+}
+
+// Explain adds to a JetStream error the server it came from and, where NATS's words mislead, what they
+// mean: "no responders available" from a JetStream request means the server runs without JetStream.
+func Explain(js jetstream.JetStream, err error) error {
+	if err == nil {
+		return nil
+	}
+	server := "NATS"
+	if nc := js.Conn(); nc != nil {
+		if u := nc.ConnectedUrlRedacted(); u != "" {
+			server = u
+		}
+	}
+	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return fmt.Errorf("%w (from %s: is JetStream enabled there? start nats-server with -js, or enable it for the account)", err, server)
+	}
+	return fmt.Errorf("%w (from %s)", err, server)
 }
 
 // ConnectOptions say how to reach NATS.
