@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/wxpay-events/wxpay-events/internal/events"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/wxevents"
 )
 
 func init() { commands = append(commands, tailCommand) }
@@ -156,7 +156,7 @@ func covers(a, b string) bool {
 
 // domainTypePattern normalises one TYPE argument to a "<family>.<kind>" pattern (kind may be '*').
 func domainTypePattern(a string) string {
-	a = strings.TrimPrefix(a, "com.wechatpay.")
+	a = strings.TrimPrefix(a, wxevents.CloudEventTypePrefix)
 	for _, mp := range events.Mappings() {
 		if strings.EqualFold(a, mp.EventType) {
 			return mp.Type
@@ -228,34 +228,22 @@ type eventPrinter struct {
 	n    int
 }
 
-// cloudEventSummary holds the attributes tail shows.
-type cloudEventSummary struct {
-	ID      string `json:"id"`
-	Source  string `json:"source"`
-	Type    string `json:"type"`
-	Subject string `json:"subject"`
-	Time    string `json:"time"`
-}
-
 func (p *eventPrinter) print(subject string, data []byte) {
 	p.n++
 	if p.json {
 		outf(p.out, "%s\n", strings.TrimRight(string(data), "\n"))
 		return
 	}
-	var ce cloudEventSummary
-	if err := json.Unmarshal(data, &ce); err != nil {
-		outf(p.out, "%-29s  (not a CloudEvent: %d bytes on %s)\n", "-", len(data), subject)
+	e, err := wxevents.Parse(data)
+	if err != nil {
+		outf(p.out, "%-30s  (not a CloudEvent: %d bytes on %s)\n", "-", len(data), subject)
 		return
 	}
-	merchant := strings.TrimPrefix(ce.Source, "/wechatpay/")
-	if parts, ok := topology.ParseEventSubject(subject); ok && parts.Sub != "" {
-		merchant += "/" + parts.Sub
+	merchant := e.MchID()
+	if e.SubMchID != "" {
+		merchant += "/" + e.SubMchID
 	}
-	when := ce.Time
-	if t, err := time.Parse(time.RFC3339Nano, ce.Time); err == nil {
-		when = t.UTC().Format(time.RFC3339Nano) // tables print UTC, as dlq ls does; -o json keeps the event as published
-	}
-	outf(p.out, "%-30s  %-21s  %-21s  %-30s  %s\n", when, strings.TrimPrefix(ce.Type, "com.wechatpay."),
-		merchant, ce.Subject, ce.ID)
+	// Tables print UTC, as dlq ls does; -o json keeps the event as published.
+	outf(p.out, "%-30s  %-21s  %-21s  %-30s  %s\n", e.Time.UTC().Format(time.RFC3339Nano), e.DomainType(),
+		merchant, e.Subject, e.ID)
 }

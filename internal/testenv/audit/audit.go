@@ -25,6 +25,7 @@ import (
 
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
+	"github.com/wxpay-events/wxpay-events/wxevents"
 )
 
 // Fact names one business fact: "<domain type>:<dedupe key parts>" as the contract defines them, e.g.
@@ -86,14 +87,14 @@ func factOf(row keyRow, resource []byte) (Fact, error) {
 }
 
 // eventFact is the business fact a published CloudEvent claims to be.
-func eventFact(ceType string, data []byte) (Fact, error) {
-	domain := strings.TrimPrefix(ceType, "com.wechatpay.")
+func eventFact(e wxevents.Event) (Fact, error) {
+	domain := string(e.DomainType())
 	for _, row := range contract {
 		if row.domain == domain {
-			return factOf(row, data)
+			return factOf(row, e.Data)
 		}
 	}
-	return "", fmt.Errorf("audit: event type %q is not in the contract's table", ceType)
+	return "", fmt.Errorf("audit: event type %q is not in the contract's table", e.Type)
 }
 
 // Answer is one HTTP exchange with the receiver.
@@ -313,17 +314,12 @@ func (a *Auditor) Check(ctx context.Context, js jetstream.JetStream) (Report, er
 
 	published := map[Fact]int{}
 	for _, m := range events {
-		var ce struct {
-			ID             string          `json:"id"`
-			Type           string          `json:"type"`
-			NotificationID string          `json:"wxnotificationid"`
-			Data           json.RawMessage `json:"data"`
-		}
-		if err := json.Unmarshal(m.Data, &ce); err != nil {
-			r.Forged = append(r.Forged, fmt.Sprintf("seq %d (not JSON)", m.Sequence))
+		ce, err := wxevents.Parse(m.Data)
+		if err != nil {
+			r.Forged = append(r.Forged, fmt.Sprintf("seq %d (not a CloudEvent: %v)", m.Sequence, err))
 			continue
 		}
-		f, err := eventFact(ce.Type, ce.Data)
+		f, err := eventFact(ce)
 		if err != nil {
 			r.Forged = append(r.Forged, fmt.Sprintf("%s (%v)", ce.ID, err))
 			continue

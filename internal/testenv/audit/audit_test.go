@@ -15,6 +15,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/testenv/audit"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/natstest"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/wxevents"
 )
 
 // The auditor must see each kind of failure it exists for; the streams are filled by hand here.
@@ -41,8 +42,13 @@ func TestAuditorFindsLostDuplicatedForged(t *testing.T) {
 		return f
 	}
 	event := func(n int, notification, txn string) {
-		doc, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("ev-%d", n), "type": "com.wechatpay.payment.succeeded",
-			"wxnotificationid": notification, "data": json.RawMessage(payment(txn))})
+		doc, err := json.Marshal(wxevents.Event{SpecVersion: "1.0", ID: fmt.Sprintf("00000000-0000-5000-8000-%012d", n),
+			Source: "/wechatpay/1900000100", Type: "com.wechatpay.payment.succeeded", Subject: txn, Time: time.Now(),
+			DataContentType: "application/json", DataSchema: wxevents.TypePaymentSucceeded.DataSchema(),
+			NotificationID: notification, WechatEventType: "TRANSACTION.SUCCESS", Data: json.RawMessage(payment(txn))})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if _, err := js.Publish(ctx, "wechatpay.events.payment.succeeded.1900000100", doc); err != nil {
 			t.Fatal(err)
 		}
