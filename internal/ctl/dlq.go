@@ -44,7 +44,7 @@ and --limit.`,
   wxpayctl dlq purge --reason malformed --until 168h --yes`,
 		Args: cobra.NoArgs,
 		// Without a subcommand, or with an unknown one, say so: help and exit 0 would hide a typo.
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(*cobra.Command, []string) error {
 			return usageError("dlq needs a subcommand: ls, show, replay or purge (see wxpayctl dlq --help)")
 		},
 	}
@@ -210,7 +210,7 @@ which needs the merchant's APIv3 key file (--apiv3-key-file or WECHATPAY_APIV3_K
 		Example: `  wxpayctl dlq show 42
   wxpayctl dlq show 42 -o json
   wxpayctl dlq show 42 --decrypt --apiv3-key-file /secrets/1900000100/apiv3.key`,
-		Args: func(cmd *cobra.Command, args []string) error {
+		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usageError("show needs one DLQ sequence number, e.g. wxpayctl dlq show 42 (see wxpayctl dlq ls)")
 			}

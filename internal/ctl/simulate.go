@@ -252,7 +252,7 @@ func isEventType(s string) bool {
 // saveCapture writes a request as wxpayctl verify reads a capture: the request line and header lines as curl
 // -D or a proxy log writes them, and the raw body byte for byte.
 func saveCapture(dir, url string, n wechatsim.Notification, h http.Header) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
 	path := "/"
@@ -272,10 +272,10 @@ func saveCapture(dir, url string, n wechatsim.Notification, h http.Header) error
 		}
 	}
 	b.WriteString("\r\n")
-	if err := os.WriteFile(filepath.Join(dir, n.ID+".headers"), []byte(b.String()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, n.ID+".headers"), []byte(b.String()), 0o600); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, n.ID+".body"), n.Body, 0o644)
+	return os.WriteFile(filepath.Join(dir, n.ID+".body"), n.Body, 0o600)
 }
 
 // simPlatform loads the simulated platform from dir, or from ./.wxpay-dev when dir is empty and that

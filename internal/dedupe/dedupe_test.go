@@ -369,7 +369,7 @@ type lossyConn struct {
 func (c lossyConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err == nil && c.armed.CompareAndSwap(true, false) {
-		_ = c.Conn.Close()
+		_ = c.Close()
 		return 0, io.EOF
 	}
 	return n, err

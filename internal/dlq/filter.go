@@ -13,7 +13,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 )
 
-// ErrBadFilter: a filter value cannot select anything; the wrapped text names the filter.
+// ErrBadFilter means a filter value cannot select anything; the wrapped text names the filter.
 var ErrBadFilter = errors.New("dlq: bad filter")
 
 // Filter selects entries. The zero Filter selects every entry.
