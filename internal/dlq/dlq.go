@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxpay-events/wxpay-events/internal/topology"
-	"github.com/wxpay-events/wxpay-events/internal/tracing"
 )
 
 // Headers of an entry, besides the notification's own Wechatpay-* and Request-ID headers.
@@ -55,14 +54,12 @@ var (
 const maxErrorHeader = 512
 
 // NotificationHeaders keeps what identifies and authenticates a notification — its Wechatpay-* headers and
-// Request-ID — and the W3C trace context the receiver stored with it, and nothing else: what a
-// dead-letter entry keeps of the inbound message, and what a replay sends back, so that the replay's
-// processing continues the notification's trace.
+// Request-ID — and nothing else: what a dead-letter entry keeps of the inbound message, and what a replay
+// sends back.
 func NotificationHeaders(h nats.Header) nats.Header {
-	out := make(nats.Header, 7)
+	out := make(nats.Header, 6)
 	for k, v := range h {
-		if strings.HasPrefix(k, "Wechatpay-") || k == topology.HeaderRequestID ||
-			k == tracing.HeaderTraceParent || k == tracing.HeaderTraceState {
+		if strings.HasPrefix(k, "Wechatpay-") || k == topology.HeaderRequestID {
 			out[k] = v
 		}
 	}
