@@ -69,7 +69,7 @@ func checkCapacity(t *testing.T, c *capacityResult) {
 	}
 	for i, sc := range c.Samples {
 		deadLettered := i == len(c.Samples)-1
-		if sc.Per[topology.InboundStream] <= float64(sc.Body) || (sc.Per[topology.EventsStream] > 0) == deadLettered ||
+		if sc.Per[topology.ArchiveStream] <= float64(sc.Body) || (sc.Per[topology.EventsStream] > 0) == deadLettered ||
 			(sc.Per[topology.DLQStream] > 0) != deadLettered {
 			t.Errorf("capacity: %s: %+v", sc.Name, sc)
 		}

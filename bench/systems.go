@@ -119,7 +119,7 @@ func inlineHandler(p *wechatsim.Platform, delay time.Duration, pool int) (http.H
 // receiverConfig is the receiver's production configuration with loopback listeners.
 func receiverConfig(natsURL string, p *wechatsim.Platform) config.Receiver {
 	return config.Receiver{
-		Common:          config.Common{NATSURL: natsURL, AdminAddr: "127.0.0.1:0", StreamReplicas: 1, LogLevel: "info", LogFormat: "json"},
+		Common:          config.Common{NATSURL: natsURL, AdminAddr: "127.0.0.1:0", Streams: config.Streams{StreamReplicas: 1}, LogLevel: "info", LogFormat: "json"},
 		Addr:            "127.0.0.1:0",
 		MaxBody:         64 << 10,
 		PublishTimeout:  2 * time.Second,
@@ -161,7 +161,7 @@ type runningConsumer struct{ stop func() error }
 
 func startConsumer(natsURL, redisURL string, p *wechatsim.Platform, workers int) (*runningConsumer, error) {
 	cfg := config.Consumer{
-		Common:          config.Common{NATSURL: natsURL, AdminAddr: "127.0.0.1:0", StreamReplicas: 1, LogLevel: "info", LogFormat: "json"},
+		Common:          config.Common{NATSURL: natsURL, AdminAddr: "127.0.0.1:0", Streams: config.Streams{StreamReplicas: 1}, LogLevel: "info", LogFormat: "json"},
 		Redis:           config.Redis{URL: redisURL},
 		DedupeTTL:       config.DefaultDedupeTTL,
 		Workers:         workers,

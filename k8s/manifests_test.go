@@ -37,6 +37,10 @@ const (
 
 var programs = []string{binDir + "receiver", binDir + "consumer", binDir + "wxpayctl"}
 
+// streamsVars are the layout settings every program reads alike (internal/config.StreamsVars).
+var streamsVars = []string{"STREAM_REPLICAS", "INBOUND_MAX_BYTES", "ARCHIVE_MAX_BYTES",
+	"CONSUMER_MAX_ACK_PENDING", "CONSUMER_ACK_WAIT", "CONSUMER_MAX_DELIVER"}
+
 // The metrics the programs export; every one must be used by an alert.
 var alertedMetrics = []string{
 	"wxpay_receiver_requests_total",
@@ -713,6 +717,32 @@ func checkConsumer(t *testing.T, o *objects, tg target) {
 			t.Errorf("streams apply gets %s: it needs NATS only", k)
 		}
 	}
+	// One owner of the layout: streams apply, the consumer and the receiver (which creates what is
+	// missing) read the same values, from the same place.
+	recv := container(t, deployment(t, o, receiverName), "receiver")
+	for _, v := range streamsVars {
+		want := o.env(a)[v]
+		for _, cc := range []*corev1.Container{c, recv} {
+			if got := o.env(cc)[v]; got != want {
+				t.Errorf("%s=%q in container %s but %q in streams apply: one setting, one value", v, got, cc.Name, want)
+			}
+		}
+	}
+	// The fleet's limit of messages in flight holds every worker of the largest fleet the HPA makes.
+	workers := 8 // CONSUMER_WORKERS' default
+	if w := o.env(c)["CONSUMER_WORKERS"]; w != "" {
+		workers, _ = strconv.Atoi(w)
+	}
+	maxAck, err := strconv.Atoi(o.env(a)["CONSUMER_MAX_ACK_PENDING"])
+	if err != nil {
+		t.Errorf("CONSUMER_MAX_ACK_PENDING=%q: %v", o.env(a)["CONSUMER_MAX_ACK_PENDING"], err)
+	}
+	for _, h := range o.hpas {
+		if h.Spec.ScaleTargetRef.Name == consumerName && int(h.Spec.MaxReplicas)*workers > maxAck {
+			t.Errorf("CONSUMER_MAX_ACK_PENDING=%d is below the HPA's %d replicas × %d workers: the fleet could not use them",
+				maxAck, h.Spec.MaxReplicas, workers)
+		}
+	}
 	env := o.env(c)
 	// The consumer's account check requires a verification key per account.
 	if env["WECHATPAY_PUBLIC_KEY_FILE"] == "" && env["WECHATPAY_PLATFORM_CERT_FILES"] == "" && env["WECHATPAY_ACCOUNTS_FILE"] == "" {
@@ -724,6 +754,9 @@ func checkConsumer(t *testing.T, o *objects, tg target) {
 			t.Errorf("consumer: want REDIS_URL only, have REDIS_URL=%q REDIS_ADDRS=%q", env["REDIS_URL"], env["REDIS_ADDRS"])
 		}
 	case "sentinel":
+		if env["REDIS_PASSWORD"] == "" || env["REDIS_SENTINEL_PASSWORD"] == "" {
+			t.Error("consumer: Sentinel without REDIS_PASSWORD and REDIS_SENTINEL_PASSWORD (helm/redis-values.yaml turns auth on)")
+		}
 		if env["REDIS_ADDRS"] == "" || env["REDIS_MASTER_NAME"] == "" || env["REDIS_URL"] != "" {
 			t.Errorf("consumer: want REDIS_ADDRS + REDIS_MASTER_NAME only, have %q %q %q",
 				env["REDIS_ADDRS"], env["REDIS_MASTER_NAME"], env["REDIS_URL"])
@@ -974,6 +1007,8 @@ func TestHelmValues(t *testing.T) {
 		"sentinel.enabled":            true,
 		"replica.replicaCount":        float64(3),
 		"replica.persistence.enabled": true,
+		"auth.enabled":                true,
+		"auth.sentinel":               true,
 	} {
 		if got := get(redis, keys); got != want {
 			t.Errorf("redis-values.yaml %s = %v, want %v", keys, got, want)

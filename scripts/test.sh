@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README: "Run the tests"). It installs what a fresh Debian machine lacks
-# (redis-server, PostgreSQL), then vets and runs every test with the race detector, a short fuzzing pass
-# over the internet-facing parsers, and the offline validation of the Kubernetes manifests. Any failure
-# fails the script.
+# (redis-server, redis-sentinel, PostgreSQL, Chromium), then vets and runs every test with the race
+# detector, a short fuzzing pass over the internet-facing parsers, and the offline validation of the
+# Kubernetes manifests. Any failure fails the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +20,16 @@ missing=()
 if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_URL:-}" ]; then
   missing+=(redis-server)
 fi
+# Redis Sentinel for the failover test (internal/faulttest): Debian packages it apart from redis-server.
+if ! command -v redis-sentinel >/dev/null 2>&1; then
+  missing+=(redis-sentinel)
+fi
 if ! have_postgres && [ -z "${PG_URL:-}${DATABASE_URL:-}" ]; then
   missing+=(postgresql)
+fi
+# Headless Chromium for the web console's browser test (internal/console), driven over the DevTools protocol.
+if ! command -v chromium >/dev/null 2>&1; then
+  missing+=(chromium chromium-driver)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   say "${missing[*]} missing: installing from Debian's packages"
@@ -31,7 +39,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # (PostgreSQL as an unprivileged user in a temporary directory) and need none.
 fi
 command -v redis-server >/dev/null 2>&1 || [ -n "${REDIS_URL:-}" ] || { echo "redis-server still missing" >&2; exit 1; }
+command -v redis-sentinel >/dev/null 2>&1 || { echo "redis-sentinel still missing" >&2; exit 1; }
 have_postgres || [ -n "${PG_URL:-}${DATABASE_URL:-}" ] || { echo "PostgreSQL (initdb, postgres) still missing" >&2; exit 1; }
+command -v chromium >/dev/null 2>&1 || { echo "chromium still missing" >&2; exit 1; }
 
 say "go vet"
 go vet ./...

@@ -52,6 +52,11 @@ type Event struct {
 	// SubMchID is the sub-merchant of a service-provider notification, ""
 	// for a direct merchant (extension wxsubmchid).
 	SubMchID string `json:"wxsubmchid,omitempty"`
+	// TraceParent is the W3C trace context of the span that published the
+	// event (CloudEvents distributed-tracing extension traceparent), present
+	// when the producer traces; "" otherwise. The subscribe package continues
+	// the trace from it, or from the message's traceparent header.
+	TraceParent string `json:"traceparent,omitempty"`
 	// Data is the decrypted resource with WeChat Pay's field names, a JSON
 	// object; fields the Go types do not list are kept here.
 	Data json.RawMessage `json:"data"`
@@ -70,6 +75,7 @@ type wire struct {
 	NotificationID  string          `json:"wxnotificationid"`
 	EventType       string          `json:"wxeventtype"`
 	SubMchID        string          `json:"wxsubmchid,omitempty"`
+	TraceParent     string          `json:"traceparent,omitempty"`
 	Data            json.RawMessage `json:"data"`
 }
 
@@ -95,6 +101,7 @@ func (e Event) MarshalJSON() ([]byte, error) {
 		NotificationID:  e.NotificationID,
 		EventType:       e.WechatEventType,
 		SubMchID:        e.SubMchID,
+		TraceParent:     e.TraceParent,
 		Data:            e.Data,
 	})
 	if err != nil {
@@ -133,6 +140,7 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 		NotificationID:  w.NotificationID,
 		WechatEventType: w.EventType,
 		SubMchID:        w.SubMchID,
+		TraceParent:     w.TraceParent,
 		Data:            w.Data,
 	}
 	if err := ev.check(w.Time); err != nil {

@@ -19,14 +19,13 @@ var ErrInvalid = errors.New("invalid configuration")
 
 // Common are the settings every program shares.
 type Common struct {
-	NATSURL        string
-	NATSCreds      string
-	AdminAddr      string
-	StreamReplicas int
-	// InboundMaxBytes caps WECHATPAY_INBOUND (0: no byte limit); when it is full the receiver answers 503.
-	InboundMaxBytes int64
-	LogLevel        string
-	LogFormat       string
+	NATSURL   string
+	NATSCreds string
+	AdminAddr string
+	// Streams is the JetStream layout, the same in every program (each creates what is missing).
+	Streams
+	LogLevel  string
+	LogFormat string
 }
 
 // Receiver is the receiver's configuration.
@@ -61,14 +60,23 @@ type Consumer struct {
 	Accounts            []Account
 }
 
-// Redis says how to reach Redis: a URL, or a Sentinel/Cluster address list.
+// Redis says how to reach Redis: a URL, or a Sentinel/Cluster address list, and the passwords.
 type Redis struct {
+	// URL is a single node (redis://, rediss://), or in go-redis's URL forms a Sentinel deployment
+	// (?master_name=M&addr=…: the host and addr are sentinels, userinfo is the sentinels' password,
+	// ?password= the data nodes') or a Cluster (?addr=…).
 	URL        string
 	Addrs      []string
 	MasterName string
+	// Password authenticates to the data nodes (REDIS_PASSWORD): the master and replicas of a
+	// Sentinel deployment, every node of a Cluster, or the node of REDIS_URL when the URL has none.
+	Password string
+	// SentinelPassword authenticates to the sentinels (REDIS_SENTINEL_PASSWORD), which Redis configures
+	// apart from the data nodes (sentinel's requirepass).
+	SentinelPassword string
 }
 
-// Target names the Redis in use for a log line, password hidden: the URL, the Sentinel master and its
+// Target names the Redis in use for a log line, passwords hidden: the URL, the Sentinel master and its
 // sentinels, or the Cluster's seed addresses.
 func (r Redis) Target() string {
 	switch {
@@ -77,10 +85,21 @@ func (r Redis) Target() string {
 	case len(r.Addrs) > 0:
 		return "cluster " + strings.Join(r.Addrs, ",")
 	}
-	if u, err := url.Parse(r.URL); err == nil && u.Host != "" {
-		return u.Redacted()
+	return RedactRedisURL(r.URL)
+}
+
+// RedactRedisURL is u without its passwords: the userinfo's and a password= query parameter's (the data
+// nodes' password in go-redis's Sentinel URL form).
+func RedactRedisURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(unparseable REDIS_URL)"
 	}
-	return "(unparseable REDIS_URL)"
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
 
 // Source reads settings from flags first, then the environment, then defaults.
@@ -196,21 +215,19 @@ func (s *source) common(c *Common, adminDefault string) {
 	s.str(&c.NATSURL, "NATS_URL", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
 	s.str(&c.NATSCreds, "NATS_CREDS", "", "NATS credentials file")
 	s.str(&c.AdminAddr, "ADMIN_ADDR", adminDefault, "listen address of /metrics, /healthz, /readyz")
-	s.integer(&c.StreamReplicas, "STREAM_REPLICAS", 1, 1, "JetStream replicas of the streams")
-	s.parsed("INBOUND_MAX_BYTES", "0", "byte limit of the inbound stream (0: none); when full, the receiver answers 503", func(v string) error {
+	s.streams(&c.Streams)
+	s.oneOf(&c.LogLevel, "LOG_LEVEL", "info", "trace", "debug", "info", "warn", "error")
+	s.oneOf(&c.LogFormat, "LOG_FORMAT", "json", "json", "console")
+}
+
+func (s *source) byteCount(p *int64, env, usage string) {
+	s.parsed(env, "0", usage, func(v string) error {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		if err != nil || n < 0 {
 			return fmt.Errorf("%q is not a byte count (0 for no limit)", v)
 		}
-		c.InboundMaxBytes = n
+		*p = n
 		return nil
-	})
-	s.oneOf(&c.LogLevel, "LOG_LEVEL", "info", "trace", "debug", "info", "warn", "error")
-	s.oneOf(&c.LogFormat, "LOG_FORMAT", "json", "json", "console")
-	s.post = append(s.post, func() {
-		if c.StreamReplicas > 5 {
-			s.errs = append(s.errs, fmt.Sprintf("%s: %d is above JetStream's maximum of 5", s.describe("STREAM_REPLICAS"), c.StreamReplicas))
-		}
 	})
 }
 
@@ -281,11 +298,16 @@ func LoadConsumer(args []string, getenv func(string) string, out io.Writer) (Con
 	s.duration(&c.DedupeTTL, "DEDUPE_TTL", DefaultDedupeTTL, "how long a processed business fact is remembered")
 	s.boolean(&c.DedupeAllowEviction, "DEDUPE_ALLOW_EVICTION", false,
 		"run even if Redis's maxmemory-policy may evict dedupe keys (anything but noeviction): evicted facts are published again")
-	s.integer(&c.Workers, "CONSUMER_WORKERS", 8, 1, "notifications processed at once")
+	s.integer(&c.Workers, "CONSUMER_WORKERS", 8, 1, "notifications processed at once by this process")
 	s.duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 10*time.Second, "longest wait for in-flight messages on SIGTERM")
 	accounts := s.accounts(true)
 	if err := s.parse(args); err != nil {
 		return c, err
+	}
+	if c.Workers > c.Consumer.MaxAckPending {
+		s.errs = append(s.errs, fmt.Sprintf("%s: %d workers, but %s lets the whole fleet hold only %d messages at once: "+
+			"raise %s (it is shared by every consumer process) or lower the workers",
+			s.describe("CONSUMER_WORKERS"), c.Workers, s.describe("CONSUMER_MAX_ACK_PENDING"), c.Consumer.MaxAckPending, "CONSUMER_MAX_ACK_PENDING"))
 	}
 	if c.DedupeTTL < MinDedupeTTL {
 		s.errs = append(s.errs, fmt.Sprintf("%s: %s is shorter than WeChat Pay's 24 h 4 min of retries plus margin (use at least %s; default %s)",
@@ -295,16 +317,32 @@ func LoadConsumer(args []string, getenv func(string) string, out io.Writer) (Con
 	return c, s.err()
 }
 
+// DefaultRedisURL is REDIS_URL's default, used only when REDIS_ADDRS names no Sentinel or Cluster.
+const DefaultRedisURL = "redis://127.0.0.1:6379/0"
+
 func (s *source) redis(r *Redis) {
-	s.str(&r.URL, "REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL (redis:// or rediss://)")
+	s.str(&r.URL, "REDIS_URL", "", "Redis URL: redis:// or rediss:// for one node; with ?master_name= Sentinel, with ?addr= Cluster (default "+DefaultRedisURL+" unless REDIS_ADDRS is set)")
 	s.parsed("REDIS_ADDRS", "", "Sentinel or Cluster addresses, comma-separated (instead of REDIS_URL)", func(v string) error {
 		r.Addrs = splitList(v)
 		return nil
 	})
 	s.str(&r.MasterName, "REDIS_MASTER_NAME", "", "Sentinel master name (with REDIS_ADDRS)")
+	s.str(&r.Password, "REDIS_PASSWORD", "", "password of the Redis data nodes (Sentinel's master and replicas, a Cluster's nodes, or REDIS_URL's node)")
+	s.str(&r.SentinelPassword, "REDIS_SENTINEL_PASSWORD", "", "password of the sentinels (with REDIS_MASTER_NAME)")
 	s.post = append(s.post, func() {
+		if r.URL == "" && len(r.Addrs) == 0 {
+			r.URL = DefaultRedisURL
+		}
 		if r.MasterName != "" && len(r.Addrs) == 0 {
 			s.errs = append(s.errs, fmt.Sprintf("%s: set, but %s lists no Sentinel address", s.describe("REDIS_MASTER_NAME"), s.describe("REDIS_ADDRS")))
+		}
+		if r.URL != "" && len(r.Addrs) > 0 {
+			s.errs = append(s.errs, fmt.Sprintf("%s and %s are both set: use one (a URL for one node or in go-redis's Sentinel or Cluster form, or the address list)",
+				s.describe("REDIS_URL"), s.describe("REDIS_ADDRS")))
+		}
+		if r.SentinelPassword != "" && r.MasterName == "" {
+			s.errs = append(s.errs, fmt.Sprintf("%s: set, but %s names no Sentinel master (a URL with ?master_name= carries the sentinels' password as its userinfo)",
+				s.describe("REDIS_SENTINEL_PASSWORD"), s.describe("REDIS_MASTER_NAME")))
 		}
 	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wxpay-events/wxpay-events/internal/admin"
@@ -24,6 +25,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/dedupe"
 	"github.com/wxpay-events/wxpay-events/internal/logging"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/internal/tracing"
 )
 
 // Consumer is a running consumer process: NATS connected, durable consumer bound, admin listener bound.
@@ -48,8 +50,13 @@ type Deps struct {
 	// Dedupe replaces the Redis dedupe store (the dev mode's embedded store). New then neither checks
 	// Redis's maxmemory-policy nor looks for the previous key format: whoever built it decides both.
 	Dedupe Deduper
-	// Consumer tunes the durable consumer (tests shorten AckWait and MaxDeliver).
-	Consumer topology.ConsumerOptions
+	// TracerProvider traces deliveries; nil is tracing off. Run builds it from the OTEL_* variables.
+	TracerProvider trace.TracerProvider
+}
+
+// RedisOptions is the dedupe client configuration the consumer program builds from its settings.
+func RedisOptions(r config.Redis) dedupe.ClientOptions {
+	return dedupe.ClientOptions{URL: r.URL, Addrs: r.Addrs, MasterName: r.MasterName, Password: r.Password, SentinelPassword: r.SentinelPassword}
 }
 
 // Run is the consumer program: load configuration from args and getenv, consume until ctx ends.
@@ -59,7 +66,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := logging.New(cfg.LogLevel, cfg.LogFormat, stdout).With().Str("program", "consumer").Logger()
-	c, err := New(ctx, cfg, log, Deps{})
+	tp, stopTracing, err := tracing.Setup(ctx, getenv, "wxpay-consumer", log)
+	if err != nil {
+		return err
+	}
+	defer tracing.Stop(ctx, stopTracing, log)
+	c, err := New(ctx, cfg, log, Deps{TracerProvider: tp})
 	if err != nil {
 		return err
 	}
@@ -83,7 +95,7 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 	if d == nil {
 		// go-redis logs every failed dial to stderr on its own; route that through our logger instead.
 		redis.SetLogger(redisLogger{log})
-		rc, err := dedupe.NewUniversalClient(dedupe.ClientOptions{URL: cfg.Redis.URL, Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName})
+		rc, err := dedupe.NewUniversalClient(RedisOptions(cfg.Redis))
 		if err != nil {
 			return nil, err
 		}
@@ -120,19 +132,18 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 	}
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if err := topology.Ensure(sctx, c.js, topology.Options{Replicas: cfg.StreamReplicas, InboundMaxBytes: cfg.InboundMaxBytes}); err != nil {
+	// Streams: create what is missing, change nothing (`wxpayctl streams apply` does that). The durable's
+	// fleet-wide settings: the configuration's, the same that apply sets, whatever this process's workers.
+	layout := cfg.Topology()
+	if err := topology.Ensure(sctx, c.js, layout); err != nil {
 		c.close()
 		return nil, err
 	}
-	copts := deps.Consumer
-	copts.Replicas = cfg.StreamReplicas
-	if copts.MaxAckPending == 0 {
-		copts.MaxAckPending = max(64, cfg.Workers*8)
-	}
-	if c.cons, err = topology.EnsureConsumer(sctx, c.js, copts); err != nil {
+	if c.cons, err = topology.EnsureConsumer(sctx, c.js, layout); err != nil {
 		c.close()
 		return nil, err
 	}
+	c.warnLayout(sctx)
 	info := c.cons.CachedInfo()
 	c.proc = &Processor{
 		Ciphers:     ciphers,
@@ -142,6 +153,7 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 		Metrics:     metrics,
 		MaxDeliver:  info.Config.MaxDeliver,
 		CallTimeout: 3 * time.Second,
+		Tracer:      tracing.NewTracer(deps.TracerProvider),
 	}
 	var lc net.ListenConfig
 	if c.adminLn, err = lc.Listen(ctx, "tcp", cfg.AdminAddr); err != nil {
@@ -223,27 +235,65 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	return err
 }
 
+// ready says whether this process can make progress, and if not why: NATS unreachable, the durable
+// consumer unreachable (a JetStream cluster without quorum answers "temporarily unavailable"), or the
+// inbound stream without a majority of its servers. Nothing is dead-lettered meanwhile: deliveries stop,
+// and what was in flight is retried once the cluster answers again.
 func (c *Consumer) ready(ctx context.Context) error {
 	if !c.nc.IsConnected() {
 		return errors.New("not connected to NATS")
 	}
 	if _, err := c.cons.Info(ctx); err != nil {
-		return fmt.Errorf("consumer %s: %w", topology.ConsumerName, err)
+		return topology.Explain(c.js, fmt.Errorf("consumer %s: %w", topology.ConsumerName, err))
+	}
+	s, err := c.js.Stream(ctx, topology.InboundStream)
+	if err != nil {
+		return topology.Explain(c.js, fmt.Errorf("stream %s: %w", topology.InboundStream, err))
+	}
+	if err := topology.Quorum(s.CachedInfo()); err != nil {
+		return err
 	}
 	return topology.Check(ctx, c.js)
 }
 
+// warnLayout logs what `wxpayctl streams apply` should fix: an inbound stream still on the layout
+// before WECHATPAY_ARCHIVE, whose Limits retention keeps processed notifications, which count against
+// INBOUND_MAX_BYTES.
+func (c *Consumer) warnLayout(ctx context.Context) {
+	s, err := c.js.Stream(ctx, topology.InboundStream)
+	if err != nil {
+		return
+	}
+	if r := s.CachedInfo().Config.Retention; r != jetstream.InterestPolicy {
+		c.log.Warn().Str("stream", topology.InboundStream).Str("retention", r.String()).
+			Msg("the inbound stream still keeps processed notifications (the layout before " + topology.ArchiveStream +
+				"): run `wxpayctl streams apply` (README \"Upgrading\")")
+	}
+}
+
 // pollLag publishes the durable consumer's pending and ack-pending counts every few seconds.
+//
+// Every minute it also creates what is missing of the layout. The archive consumer deletes itself after
+// WECHATPAY_ARCHIVE has been gone for topology.ArchiveInactiveThreshold (so that it cannot keep finished
+// work in WECHATPAY_INBOUND for ever); once the archive is back, this brings the copy back without
+// waiting for the next `wxpayctl streams apply`.
 func (c *Consumer) pollLag(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
-	for {
+	for tick := 0; ; tick++ {
 		ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if info, err := c.cons.Info(ictx); err == nil {
 			c.proc.Metrics.pending.Set(float64(info.NumPending))
 			c.proc.Metrics.ackPending.Set(float64(info.NumAckPending))
 		}
 		cancel()
+		if tick%12 == 11 {
+			ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := topology.Ensure(ectx, c.js, c.cfg.Topology()); err != nil && ctx.Err() == nil {
+				c.log.Warn().Err(err).Msg("check the streams and consumers exist")
+			}
+			cancel()
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -285,6 +335,9 @@ func (c *Consumer) deadLetterBySeq(ctx context.Context, seq, deliveries uint64) 
 		return err
 	}
 	raw, err := s.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // another consumer process handled this advisory first
+	}
 	if err != nil {
 		return fmt.Errorf("get inbound message %d: %w", seq, err)
 	}
@@ -295,6 +348,12 @@ func (c *Consumer) deadLetterBySeq(ctx context.Context, seq, deliveries uint64) 
 		return err
 	}
 	c.proc.Metrics.dlq.WithLabelValues(reasonMaxDeliveries).Inc()
+	// JetStream keeps a message that reached MaxDeliver unacknowledged, and under Interest retention that
+	// means for good: it would count against INBOUND_MAX_BYTES forever. It is in the DLQ now (and its
+	// copy in the archive), so it goes.
+	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("dead-lettered, but delete inbound message %d: %w", seq, err)
+	}
 	return nil
 }
 

@@ -8,9 +8,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxpay-events/wxpay-events/internal/dlq"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/internal/tracing"
 )
 
 // dlqMessage builds the dead-letter entry of an inbound message (see dlq.Message).
@@ -33,7 +35,21 @@ func (p *Processor) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jet
 	return msg.TermWithReason("dead-lettered: " + reason)
 }
 
-func (p *Processor) publishDLQ(ctx context.Context, m *nats.Msg, seq uint64) error {
+// publishDLQ stores a dead-letter entry. The entry keeps the notification's own traceparent (see
+// dlq.NotificationHeaders), so that its replay continues the receiver's trace; this span only times the
+// store.
+func (p *Processor) publishDLQ(ctx context.Context, m *nats.Msg, seq uint64) (err error) {
+	if p.Tracer.On() && !trace.SpanContextFromContext(ctx).IsValid() {
+		// Dead-lettered from the max-deliveries advisory, outside any delivery: join the notification's
+		// trace from its stored headers.
+		ctx = tracing.Extract(ctx, m.Header)
+	}
+	ctx, span := p.Tracer.Start(ctx, tracing.SpanDeadLetter, trace.SpanKindProducer)
+	defer func() { endStep(span, err) }()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.Messaging(tracing.Send, m.Subject, dlq.MsgID(seq))...)
+		span.SetAttributes(tracing.AttrReason.String(m.Header.Get(dlq.HeaderReason)))
+	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
 	defer cancel()
 	if _, err := p.JS.PublishMsg(pctx, m, jetstream.WithMsgID(dlq.MsgID(seq)), jetstream.WithExpectStream(topology.DLQStream)); err != nil {

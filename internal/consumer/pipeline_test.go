@@ -157,7 +157,7 @@ func TestDuplicatesYieldOneEvent(t *testing.T) {
 			t.Fatalf("re-notification %d: %d", i, code)
 		}
 	}
-	p.WaitFor(20*time.Second, "all inbound settled", func() bool { return p.Count(topology.InboundStream) == 3 && p.Settled() })
+	p.WaitFor(20*time.Second, "all inbound settled", func() bool { return p.Count(topology.ArchiveStream) == 3 && p.Settled() })
 	if evs := p.Events(); len(evs) != 1 {
 		t.Fatalf("%d events for one business fact", len(evs))
 	}
@@ -201,7 +201,7 @@ func TestTwoConsumersRacingOnDuplicates(t *testing.T) {
 		t.Fatalf("%d posts were not answered 204", failed.Load())
 	}
 	p.WaitFor(120*time.Second, "all inbound settled", func() bool {
-		return p.Count(topology.InboundStream) == uint64(2*facts) && p.Settled()
+		return p.Count(topology.ArchiveStream) == uint64(2*facts) && p.Settled()
 	})
 	evs := p.Events()
 	seen := map[string]bool{}
@@ -284,7 +284,7 @@ func TestUnprocessableGoesToDLQWithReason(t *testing.T) {
 		t.Fatalf("DLQ holds %d entries for %d cases", len(dead), len(cases))
 	}
 	inbound := map[string][]byte{}
-	for _, m := range p.Messages(topology.InboundStream) {
+	for _, m := range p.Messages(topology.ArchiveStream) {
 		inbound[m.Header.Get("Nats-Msg-Id")] = m.Data
 	}
 	for _, m := range dead {
@@ -362,8 +362,8 @@ func TestRedisOutageLosesAndDuplicatesNothing(t *testing.T) {
 }
 
 func TestMaxDeliveriesEndInDLQ(t *testing.T) {
-	p := pipelinetest.Start(t, nil)
-	p.StartConsumer(pipelinetest.ConsumerOptions{Consumer: topology.ConsumerOptions{MaxDeliver: 2, AckWait: time.Second}})
+	p := pipelinetest.Start(t, map[string]string{"CONSUMER_MAX_DELIVER": "2", "CONSUMER_ACK_WAIT": "1s"})
+	p.StartConsumer(pipelinetest.ConsumerOptions{})
 	p.Redis.Stop() // every attempt fails with a retryable error
 	n := p.Build("REFUND.CLOSED", samples.All()["REFUND.CLOSED"], wechatsim.Options{})
 	if code := p.Post(n); code != http.StatusNoContent {

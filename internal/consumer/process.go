@@ -14,11 +14,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxpay-events/wxpay-events/internal/dedupe"
 	"github.com/wxpay-events/wxpay-events/internal/envelope"
 	"github.com/wxpay-events/wxpay-events/internal/events"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/internal/tracing"
 )
 
 // Deduper remembers which business facts were already published (a *dedupe.Redis in production).
@@ -61,6 +64,9 @@ type Processor struct {
 	MaxDeliver int
 	// CallTimeout bounds each Redis and NATS call, so that an outage turns into a retry quickly.
 	CallTimeout time.Duration
+	// Tracer traces each delivery as a child of the receiver's span stored with the message; the zero
+	// value is tracing off.
+	Tracer tracing.Tracer
 }
 
 // result is what processing one message produced.
@@ -102,6 +108,11 @@ func (p *Processor) Handle(ctx context.Context, msg jetstream.Msg) {
 		p.Log.Error().Err(err).Msg("message without JetStream metadata; left for redelivery")
 		return
 	}
+	if p.Tracer.On() {
+		// Every delivery, redelivery and DLQ replay continues the trace the receiver stored.
+		ctx = tracing.Extract(ctx, msg.Headers())
+	}
+	ctx, span := p.Tracer.Start(ctx, tracing.SpanProcess, trace.SpanKindConsumer)
 	res, err := p.process(ctx, msg)
 	d := disposition(err, meta.NumDelivered, p.MaxDeliver)
 
@@ -145,7 +156,44 @@ func (p *Processor) Handle(ctx context.Context, msg jetstream.Msg) {
 	if settleErr != nil {
 		e = e.AnErr("settle_error", settleErr)
 	}
-	e.Msg("notification processed")
+	tracing.LogIDs(e, span).Msg("notification processed")
+	if span.IsRecording() {
+		recordDelivery(span, msg, meta, res, outcome, d, errors.Join(err, settleErr))
+	}
+	span.End()
+}
+
+// recordDelivery describes one delivery on its span: which message, which notification, what became
+// of it and why.
+func recordDelivery(span trace.Span, msg jetstream.Msg, meta *jetstream.MsgMetadata, res result, outcome string, d dispositionResult, err error) {
+	span.SetAttributes(tracing.Messaging(tracing.Process, msg.Subject(), msg.Headers().Get(jetstream.MsgIDHeader))...)
+	span.SetAttributes(
+		tracing.AttrDeliveries.Int64(int64(meta.NumDelivered)),
+		tracing.AttrStreamSeq.Int64(int64(meta.Sequence.Stream)),
+		tracing.AttrMchID.String(res.mchid),
+		tracing.AttrNotificationID.String(res.env.ID),
+		tracing.AttrEventType.String(res.env.EventType),
+		tracing.AttrType.String(res.typ()),
+		tracing.AttrEvents.Int(len(res.events)),
+		tracing.AttrOutcome.String(outcome),
+	)
+	if d.reason != "" {
+		span.SetAttributes(tracing.AttrReason.String(d.reason))
+	}
+	if d.action == retry {
+		span.SetAttributes(tracing.AttrRetryDelay.Float64(d.delay.Seconds()))
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+}
+
+// endStep ends the span of one step, marking it failed with err.
+func endStep(span trace.Span, err error) {
+	if err != nil && span.IsRecording() {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
 
 // process runs the steps parse → decrypt → map → claim → publish → commit. A nil error means the event
@@ -171,7 +219,9 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) (result, err
 		return res, fmt.Errorf("%w: %s", ErrUnknownMerchant, mchid)
 	}
 	r := env.Resource
+	_, span := p.Tracer.Start(ctx, tracing.SpanDecrypt, trace.SpanKindInternal)
 	plaintext, err := cipher.Open(r.Algorithm, r.Nonce, r.AssociatedData, r.Ciphertext)
+	endStep(span, err)
 	if err != nil {
 		return res, fmt.Errorf("decrypt notification %s: %w", env.ID, err)
 	}
@@ -201,7 +251,15 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) (result, err
 // that was already published.
 func (p *Processor) publishOnce(ctx context.Context, ev events.Event) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, p.CallTimeout)
+	cctx, span := p.Tracer.Start(cctx, tracing.SpanDedupeClaim, trace.SpanKindClient)
 	claim, err := p.Dedupe.Claim(cctx, ev.DedupeKey)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrEventID.String(ev.ID))
+		if err == nil {
+			span.SetAttributes(tracing.AttrDedupeState.String(claim.State.String()))
+		}
+	}
+	endStep(span, err)
 	cancel()
 	if err != nil {
 		return false, fmt.Errorf("claim %s: %w", ev.DedupeKey, err)
@@ -216,14 +274,25 @@ func (p *Processor) publishOnce(ctx context.Context, ev events.Event) (bool, err
 	if err := p.publish(ctx, ev); err != nil {
 		// Give the fact back at once so that the retry need not wait for the lease to expire.
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
-		if rerr := p.Dedupe.Release(rctx, claim); rerr != nil {
+		rctx, span := p.Tracer.Start(rctx, tracing.SpanDedupeRelease, trace.SpanKindClient)
+		rerr := p.Dedupe.Release(rctx, claim)
+		endStep(span, rerr)
+		if rerr != nil {
 			err = errors.Join(err, fmt.Errorf("release claim: %w", rerr))
 		}
 		cancel()
 		return false, err
 	}
 	cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
+	cctx, span = p.Tracer.Start(cctx, tracing.SpanDedupeCommit, trace.SpanKindClient)
 	committed, err := p.Dedupe.Commit(cctx, claim)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrEventID.String(ev.ID))
+		if err == nil {
+			span.SetAttributes(tracing.AttrDedupeCommit.String(committed.String()))
+		}
+	}
+	endStep(span, err)
 	cancel()
 	if err != nil {
 		// The event is out; if the commit is lost, the redelivery publishes the same event id again and
@@ -236,16 +305,28 @@ func (p *Processor) publishOnce(ctx context.Context, ev events.Event) (bool, err
 	return true, nil
 }
 
-// publish sends the CloudEvent and waits for JetStream's acknowledgement.
-func (p *Processor) publish(ctx context.Context, ev events.Event) error {
-	doc, err := ev.CloudEvent()
+// publish sends the CloudEvent and waits for JetStream's acknowledgement. With tracing on, the event
+// carries its publish span's context twice: as the traceparent header, for NATS-aware consumers, and
+// as the CloudEvents distributed-tracing extension, which survives a copy of the document elsewhere.
+func (p *Processor) publish(ctx context.Context, ev events.Event) (err error) {
+	m := &nats.Msg{Subject: topology.EventSubject(ev.Type, ev.MchID, ev.SubMchID), Header: nats.Header{}}
+	m.Header.Set("Content-Type", "application/cloudevents+json")
+	ctx, span := p.Tracer.Start(ctx, tracing.SpanPublish, trace.SpanKindProducer)
+	defer func() { endStep(span, err) }()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.Messaging(tracing.Send, m.Subject, ev.ID)...)
+		span.SetAttributes(tracing.AttrEventID.String(ev.ID), tracing.AttrType.String(ev.Type))
+	}
+	if p.Tracer.On() {
+		tracing.Inject(ctx, m.Header)
+		ev.TraceParent = m.Header.Get(tracing.HeaderTraceParent)
+	}
+	m.Data, err = ev.CloudEvent()
 	if err != nil {
 		return fmt.Errorf("%w: encode: %w", events.ErrMalformed, err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, p.CallTimeout)
 	defer cancel()
-	m := &nats.Msg{Subject: topology.EventSubject(ev.Type, ev.MchID, ev.SubMchID), Data: doc, Header: nats.Header{}}
-	m.Header.Set("Content-Type", "application/cloudevents+json")
 	if _, err := p.JS.PublishMsg(pctx, m, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(topology.EventsStream)); err != nil {
 		return fmt.Errorf("%w %s to %s: %w", errPublish, ev.ID, m.Subject, err)
 	}

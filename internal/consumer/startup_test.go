@@ -206,7 +206,7 @@ func TestFactsDoneByThePreviousVersionStayDone(t *testing.T) {
 	if code := p.Post(n); code != http.StatusNoContent {
 		t.Fatalf("post: %d", code)
 	}
-	p.WaitFor(20*time.Second, "the retry settled", func() bool { return p.Count(topology.InboundStream) == 1 && p.Settled() })
+	p.WaitFor(20*time.Second, "the retry settled", func() bool { return p.Count(topology.ArchiveStream) == 1 && p.Settled() })
 	if got := p.Count(topology.EventsStream); got != 0 {
 		t.Fatalf("%d events for a fact the previous version had published", got)
 	}

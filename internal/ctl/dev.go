@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wxpay-events/wxpay-events/internal/config"
+	"github.com/wxpay-events/wxpay-events/internal/console"
 	"github.com/wxpay-events/wxpay-events/internal/consumer"
 	"github.com/wxpay-events/wxpay-events/internal/dedupe"
 	"github.com/wxpay-events/wxpay-events/internal/devstore"
@@ -49,6 +50,8 @@ type devOptions struct {
 	logLevel, logFormat                            string
 	demo                                           bool
 	explicit                                       map[string]bool // flags (or their variables) the user set
+	consoleAddr                                    string
+	noConsole                                      bool
 }
 
 func devCommand(g *globals) *cobra.Command {
@@ -88,6 +91,7 @@ resulting events are printed as they arrive. dev runs until interrupted (Ctrl-C)
 				"addr":                cmd.Flags().Changed("addr") || g.env.Getenv("RECEIVER_ADDR") != "",
 				"admin-addr":          cmd.Flags().Changed("admin-addr") || g.env.Getenv("ADMIN_ADDR") != "",
 				"consumer-admin-addr": cmd.Flags().Changed("consumer-admin-addr"),
+				"console-addr":        cmd.Flags().Changed("console-addr"),
 			}
 			return g.dev(cmd.Context(), o)
 		},
@@ -99,6 +103,8 @@ resulting events are printed as they arrive. dev runs until interrupted (Ctrl-C)
 	fl.StringVar(&o.consumerAdminAddr, "consumer-admin-addr", ":9091", "consumer admin address; when the default is taken, a free port")
 	fl.StringVar(&o.mchid, "mchid", DefaultMchID, "merchant id of the test account")
 	fl.BoolVar(&o.demo, "demo", false, "send one notification of every event type and print the events")
+	fl.StringVar(&o.consoleAddr, "console-addr", console.DefaultAddr, "web console listen address (the banner has its link); when the default is taken, a free port")
+	fl.BoolVar(&o.noConsole, "no-console", false, "run without the web console")
 	fl.StringVar(&o.logLevel, "log-level", def("LOG_LEVEL", "info"), "trace, debug, info, warn or error [LOG_LEVEL]")
 	fl.StringVar(&o.logFormat, "log-format", def("LOG_FORMAT", "console"), "console or json [LOG_FORMAT]")
 	return cmd
@@ -162,7 +168,7 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 	addrs := []struct {
 		flag string
 		addr *string
-	}{{"addr", &o.addr}, {"admin-addr", &o.adminAddr}, {"consumer-admin-addr", &o.consumerAdminAddr}}
+	}{{"addr", &o.addr}, {"admin-addr", &o.adminAddr}, {"consumer-admin-addr", &o.consumerAdminAddr}, {"console-addr", &o.consoleAddr}}
 	for _, a := range addrs {
 		if o.explicit[a.flag] {
 			continue
@@ -216,16 +222,31 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 		dedupeDesc = "embedded (JetStream key-value bucket " + devstore.DefaultBucket + ", kept in --dir)"
 	}
 
-	r, err := receiver.New(ctx, rcfg, d.log.With().Str("program", "receiver").Logger(), receiver.Deps{InProcess: d.ns})
+	rtp, ctp, stopTracing, err := g.devTracing(ctx, d.log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	r, err := receiver.New(ctx, rcfg, d.log.With().Str("program", "receiver").Logger(), receiver.Deps{InProcess: d.ns, TracerProvider: rtp})
 	if err != nil {
 		return runtime(err)
 	}
-	c, err := consumer.New(ctx, ccfg, d.log.With().Str("program", "consumer").Logger(), consumer.Deps{InProcess: d.ns, Dedupe: deduper})
+	c, err := consumer.New(ctx, ccfg, d.log.With().Str("program", "consumer").Logger(), consumer.Deps{InProcess: d.ns, Dedupe: deduper, TracerProvider: ctp})
 	if err != nil {
 		closeUnserved(ctx, r.Serve)
 		return runtime(err)
 	}
 	notifyURL := "http://" + loopback(r.Addr()) + "/notify/" + p.MchID
+	var cs *console.Server
+	consoleLink := ""
+	if !o.noConsole {
+		cs, consoleLink, err = g.devConsole(ctx, d.log, js, dir, o.consoleAddr, "http://"+loopback(r.AdminAddr()), "http://"+loopback(c.AdminAddr()))
+		if err != nil {
+			closeUnserved(ctx, r.Serve)
+			closeUnserved(ctx, c.Serve)
+			return err
+		}
+	}
 
 	// What the other commands need, in a file a shell can source: the account and the NATS URL actually
 	// used (which moves when 4222 is taken).
@@ -242,13 +263,16 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 	d.banner(devBanner{
 		NATSURL: natsURL, StoreDir: filepath.Join(dir, "jetstream"), NotifyURL: notifyURL,
 		ReceiverAdmin: "http://" + loopback(r.AdminAddr()), ConsumerAdmin: "http://" + loopback(c.AdminAddr()),
-		Dedupe: dedupeDesc, MchID: p.MchID, Generated: generated, Dir: dir, EnvFile: wechatsim.EnvFile(dir, p.MchID),
+		Console: consoleLink, Dedupe: dedupeDesc, MchID: p.MchID, Generated: generated, Dir: dir, EnvFile: wechatsim.EnvFile(dir, p.MchID),
 		Files: files, PublicKeyID: p.PublicKeyID, Env: shellEnv, ShellEnvFile: devEnvFile,
 	})
 
 	grp, gctx := errgroup.WithContext(ctx)
 	grp.Go(func() error { return r.Serve(gctx) })
 	grp.Go(func() error { return c.Serve(gctx) })
+	if cs != nil {
+		grp.Go(func() error { return cs.Serve(gctx) })
+	}
 	if o.demo {
 		grp.Go(func() error { d.demo(gctx, js, p, notifyURL); return nil })
 	}
@@ -390,6 +414,7 @@ type devBanner struct {
 	NotifyURL     string            `json:"notify_url"`
 	ReceiverAdmin string            `json:"receiver_admin"`
 	ConsumerAdmin string            `json:"consumer_admin"`
+	Console       string            `json:"console_url,omitempty"` // with the token in the fragment
 	Dedupe        string            `json:"dedupe"`
 	MchID         string            `json:"mchid"`
 	Generated     bool              `json:"generated"`
@@ -416,7 +441,7 @@ func (d *devRun) banner(b devBanner) {
   NATS            %s  (JetStream store %s)
   receiver        POST %s  (admin %s)
   consumer        admin %s
-  dedupe          %s
+%s  dedupe          %s
 
   test merchant %s (%s)
     WeChat Pay public key    %s  (%s)
@@ -425,7 +450,7 @@ func (d *devRun) banner(b devBanner) {
     platform private key     %s  (the simulator signs with it)
 
   the same account for a receiver or consumer run separately (also in %s):
-`, b.NATSURL, b.StoreDir, b.NotifyURL, b.ReceiverAdmin, b.ConsumerAdmin, b.Dedupe,
+`, b.NATSURL, b.StoreDir, b.NotifyURL, b.ReceiverAdmin, b.ConsumerAdmin, consoleLine(b.Console), b.Dedupe,
 		b.MchID, origin, b.Files.PublicKeyFile, b.PublicKeyID, b.Files.CertFile, b.Files.APIv3KeyFile, b.Files.PrivateKeyFile, b.EnvFile)
 	printEnv(w, b.Env, "    ")
 	// The commands to try name the NATS server dev really listens on: with a moved port, a bare
@@ -441,6 +466,14 @@ func (d *devRun) banner(b devBanner) {
     %s dlq ls
 
 `, b.ShellEnvFile, ctl, ctl, b.Dir, b.NotifyURL, ctl)
+}
+
+// consoleLine is the banner's console line, empty with --no-console.
+func consoleLine(link string) string {
+	if link == "" {
+		return ""
+	}
+	return "  console         " + link + "  (live events, dead letters, replay: open it in a browser)\n"
 }
 
 // demo sends one notification of every event type to the receiver and prints the events as they arrive,

@@ -36,7 +36,7 @@ func startDev(t *testing.T, dir string, env map[string]string, extra ...string) 
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &devRun{stdout: &pipelinetest.SyncBuffer{}, stderr: &pipelinetest.SyncBuffer{}, cancel: cancel, done: make(chan struct{})}
 	args := append([]string{"dev", "--dir", dir, "--nats-url", "nats://127.0.0.1:0",
-		"--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--consumer-admin-addr", "127.0.0.1:0"}, extra...)
+		"--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--consumer-admin-addr", "127.0.0.1:0", "--console-addr", "127.0.0.1:0"}, extra...)
 	go func() {
 		defer close(d.done)
 		d.code = ctl.Main(ctx, args, ctl.Env{Getenv: func(k string) string { return env[k] }, Stdout: d.stdout, Stderr: d.stderr})
@@ -140,6 +140,8 @@ func TestDevDemo(t *testing.T) {
 	d.waitOutput(t, 60*time.Second, append([]string{"one event of each of the 10 types arrived", "generated now", "dedupe          embedded"}, domainTypes...)...)
 	keyID := publicKeyIDRe.FindString(d.stdout.String())
 	natsURL := natsURLRe.FindStringSubmatch(d.stdout.String())
+
+	checkDevConsole(t, d.stdout.String())
 
 	// While dev runs, the other commands find its NATS.
 	if natsURL == nil {

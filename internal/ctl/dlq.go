@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/decrypt"
 	"github.com/wxpay-events/wxpay-events/internal/dlq"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/internal/tracing"
 )
 
 func init() { commands = append(commands, dlqCommand) }
@@ -101,12 +103,12 @@ func (f *dlqFlags) parse(now time.Time) (dlq.Filter, error) {
 }
 
 // openDLQ connects and opens the DLQ, turning the store's errors into exit codes.
-func (g *globals) openDLQ(ctx context.Context) (*dlq.Store, func(), error) {
+func (g *globals) openDLQ(ctx context.Context, opts ...dlq.Option) (*dlq.Store, func(), error) {
 	nc, js, err := g.connect()
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := dlq.Open(ctx, js)
+	s, err := dlq.Open(ctx, js, opts...)
 	if err != nil {
 		nc.Close()
 		return nil, nil, runtime(err)
@@ -363,7 +365,10 @@ WECHATPAY_INBOUND's acknowledgement, and only then deletes the entry from the DL
 publish fails stay in the DLQ, and the command exits 1.
 
 The signature is not checked again (the timestamp would be stale); the consumer processes the replay
-like any notification, and its dedupe makes a second replay of the same fact publish nothing new.`,
+like any notification, and its dedupe makes a second replay of the same fact publish nothing new.
+
+The replay keeps the notification's traceparent, so its processing joins the notification's trace; with
+OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER) set, each replay is also a span linked to it.`,
 		Example: `  # what would be replayed
   wxpayctl dlq replay --reason unsupported_event_type --dry-run
 
@@ -382,7 +387,14 @@ like any notification, and its dedupe makes a second replay of the same fact pub
 			if err != nil {
 				return usageError("--rate: %v", err)
 			}
-			s, done, err := g.openDLQ(cmd.Context())
+			// Export failures go to stderr; a replay's output stays the operator's.
+			tlog := zerolog.New(g.env.Stderr).Level(zerolog.WarnLevel)
+			tp, stopTracing, err := tracing.Setup(cmd.Context(), g.env.Getenv, "wxpayctl", tlog)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			defer tracing.Stop(cmd.Context(), stopTracing, tlog)
+			s, done, err := g.openDLQ(cmd.Context(), dlq.WithTracerProvider(tp))
 			if err != nil {
 				return err
 			}

@@ -134,7 +134,9 @@ func TestDLQReplayAfterAPIv3KeyFix(t *testing.T) {
 	// The key is fixed.
 	p.Env["WECHATPAY_APIV3_KEY_FILE"] = good
 	p.StartConsumer(pipelinetest.ConsumerOptions{})
-	inboundBefore := p.Count(topology.InboundStream)
+	// Everything stored in the inbound stream is copied to the archive: its count is what was stored.
+	p.WaitFor(10*time.Second, "the archive caught up", func() bool { return archiveCaughtUp(t, p) })
+	inboundBefore := p.Count(topology.ArchiveStream)
 
 	t.Run("ls filters", func(t *testing.T) {
 		all := lsJSON(t, url)
@@ -212,7 +214,7 @@ func TestDLQReplayAfterAPIv3KeyFix(t *testing.T) {
 		if n := p.Count(topology.DLQStream); n != 6 {
 			t.Fatalf("DLQ holds %d after a dry run", n)
 		}
-		if n := p.Count(topology.InboundStream); n != inboundBefore {
+		if n := p.Count(topology.ArchiveStream); n != inboundBefore {
 			t.Fatalf("inbound grew from %d to %d after a dry run", inboundBefore, n)
 		}
 	})
@@ -226,13 +228,13 @@ func TestDLQReplayAfterAPIv3KeyFix(t *testing.T) {
 		}
 		info, _ := s.Info(ctx)
 		full := info.Config
-		full.MaxMsgs = int64(info.State.Msgs) // DiscardNew: the next publish is refused
+		full.MaxBytes = int64(info.State.Bytes) + 1 // DiscardNew: the next publish is refused
 		if _, err := js.UpdateStream(ctx, full); err != nil {
 			t.Fatal(err)
 		}
 		seq := strconv.FormatUint(lsJSON(t, url, "--reason", "decrypt_failed")[0].Seq, 10)
 		r := ctlRun(t, url, "dlq", "replay", "--seq", seq)
-		full.MaxMsgs = -1
+		full.MaxBytes = -1
 		if _, err := js.UpdateStream(ctx, full); err != nil {
 			t.Fatal(err)
 		}
@@ -280,7 +282,8 @@ func TestDLQReplayAfterAPIv3KeyFix(t *testing.T) {
 		}
 		// The replays carried new message ids, so the inbound stream's duplicate window let them in.
 		var replayIDs int
-		for _, m := range p.Messages(topology.InboundStream) {
+		p.WaitFor(10*time.Second, "the archive caught up", func() bool { return archiveCaughtUp(t, p) })
+		for _, m := range p.Messages(topology.ArchiveStream) {
 			if strings.Contains(m.Header.Get("Nats-Msg-Id"), ":replay:") {
 				replayIDs++
 				if m.Header.Get("Wechatpay-Signature") == "" || m.Header.Get("Request-ID") == "" {
@@ -368,4 +371,17 @@ func TestDLQWithoutStreams(t *testing.T) {
 	}
 	mustCode(t, ctlRun(t, "nats://127.0.0.1:1", "dlq", "ls"), 3, "dlq ls without NATS")
 	mustCode(t, ctlRun(t, p.NATS.URL(), "dlq", "replay", "--rate", "fast"), 2, "bad --rate")
+}
+
+// archiveCaughtUp reports whether WECHATPAY_ARCHIVE holds a copy of everything WECHATPAY_INBOUND stored.
+func archiveCaughtUp(t *testing.T, p *pipelinetest.Pipeline) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := p.JetStream().PushConsumer(ctx, topology.InboundStream, topology.ArchiveConsumerName)
+	if err != nil {
+		return false
+	}
+	info, err := c.Info(ctx)
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 }

@@ -89,7 +89,7 @@ func TestReplayMalformedAfterUpgrade(t *testing.T) {
 			t.Fatalf("%s: receiver answered %d", name, code)
 		}
 	}
-	p.WaitFor(20*time.Second, "the re-notifications settled", func() bool { return p.Count(topology.InboundStream) == 8 && p.Settled() })
+	p.WaitFor(20*time.Second, "the re-notifications settled", func() bool { return p.Count(topology.ArchiveStream) == 8 && p.Settled() })
 	if n := p.Count(topology.EventsStream); n != 4 {
 		t.Fatalf("%d events after re-notification, want still 4", n)
 	}

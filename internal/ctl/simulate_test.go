@@ -123,7 +123,7 @@ func TestSimulateAgainstARealReceiver(t *testing.T) {
 	})
 
 	t.Run("load, open loop", func(t *testing.T) {
-		before := p.Count(topology.InboundStream)
+		before := p.Count(topology.ArchiveStream)
 		r := sim("--type", "refund.succeeded", "--rate", "50", "--concurrency", "4", "--duration", "2s", "-o", "json")
 		mustCode(t, r, 0, "simulate load")
 		var s struct {
@@ -146,7 +146,7 @@ func TestSimulateAgainstARealReceiver(t *testing.T) {
 		if r.took > 8*time.Second || s.Elapsed < 1.9 {
 			t.Fatalf("a 2 s load took %s (elapsed %.2fs)", r.took, s.Elapsed)
 		}
-		p.WaitFor(10*time.Second, "every load request stored", func() bool { return p.Count(topology.InboundStream) == before+100 })
+		p.WaitFor(10*time.Second, "every load request stored", func() bool { return p.Count(topology.ArchiveStream) == before+100 })
 
 		r = sim("--type", "refund.succeeded", "--rate", "20", "--duration", "500ms")
 		mustCode(t, r, 0, "simulate load, table")

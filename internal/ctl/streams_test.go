@@ -61,6 +61,70 @@ func TestStreamsApplyConfiguration(t *testing.T) {
 	}
 }
 
+// streams apply says what it changes; --dry-run says it and changes nothing; the durable consumer's
+// fleet-wide settings come from the same variables (or flags) as every program's; a second run has
+// nothing to do; streams info shows the archive beside the other streams.
+func TestStreamsApplySaysWhatItChanges(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	env := map[string]string{"CONSUMER_ACK_WAIT": "45s"}
+	run := func(args ...string) result {
+		t.Helper()
+		return invocation{env: env}.run(ctx, t, append([]string{"--nats-url", srv.URL(), "streams"}, args...)...)
+	}
+	dry := run("apply", "--dry-run", "--consumer-max-ack-pending", "2000")
+	mustCode(t, dry, 0, "apply --dry-run")
+	for _, want := range []string{"would create stream WECHATPAY_INBOUND", "would create stream WECHATPAY_ARCHIVE",
+		"would create consumer WECHATPAY_INBOUND > wxpay-consumer", "would create consumer WECHATPAY_INBOUND > wxpay-archive", "nothing was changed"} {
+		if !strings.Contains(dry.stdout, want) {
+			t.Errorf("the dry run does not say %q:\n%s", want, dry.stdout)
+		}
+	}
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Stream(ctx, topology.InboundStream); err == nil {
+		t.Fatal("the dry run created the inbound stream")
+	}
+
+	applied := run("apply", "--consumer-max-ack-pending", "2000")
+	mustCode(t, applied, 0, "apply")
+	if !strings.Contains(applied.stdout, "create stream WECHATPAY_ARCHIVE") || !strings.Contains(applied.stdout, "(copy of WECHATPAY_INBOUND)") {
+		t.Errorf("apply's output:\n%s", applied.stdout)
+	}
+	c, err := js.Consumer(ctx, topology.InboundStream, topology.ConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := c.CachedInfo().Config; cfg.MaxAckPending != 2000 || cfg.AckWait != 45*time.Second || cfg.MaxDeliver != 20 {
+		t.Errorf("durable: MaxAckPending %d, AckWait %s, MaxDeliver %d", cfg.MaxAckPending, cfg.AckWait, cfg.MaxDeliver)
+	}
+
+	env["CONSUMER_MAX_DELIVER"] = "30"
+	changed := run("apply", "--consumer-max-ack-pending", "2000")
+	mustCode(t, changed, 0, "apply a change")
+	if !strings.Contains(changed.stdout, "update consumer WECHATPAY_INBOUND > wxpay-consumer: max_deliver 20 → 30") {
+		t.Errorf("apply does not say what it changed:\n%s", changed.stdout)
+	}
+	again := run("apply", "--consumer-max-ack-pending", "2000", "-o", "json")
+	mustCode(t, again, 0, "apply again")
+	if !strings.Contains(again.stdout, `"changes":[]`) {
+		t.Errorf("a second apply changed something:\n%s", again.stdout)
+	}
+	info := run("info")
+	mustCode(t, info, 0, "info")
+	if !strings.Contains(info.stdout, topology.ArchiveStream) {
+		t.Errorf("info lacks the archive:\n%s", info.stdout)
+	}
+}
+
 // A mistyped dlq subcommand, or none, is a usage error that says what exists, not help and exit 0.
 func TestDLQUsageErrors(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -29,6 +29,11 @@ func TestNewUniversalClientErrors(t *testing.T) {
 		{"URL database", dedupe.ClientOptions{URL: "redis://a:6379/x"}, []string{"REDIS_URL", "database"}},
 		{"URL option", dedupe.ClientOptions{URL: "redis://a:6379?bogus=1"}, []string{"REDIS_URL", "bogus"}},
 		{"URL unparsable", dedupe.ClientOptions{URL: "redis://u:s3cret@a:6379/%zz"}, []string{"REDIS_URL"}},
+		{"password twice", dedupe.ClientOptions{URL: "redis://:s3cret@a:6379", Password: "s3cret"}, []string{"REDIS_URL", "REDIS_PASSWORD", "once"}},
+		{"sentinel password twice", dedupe.ClientOptions{URL: "redis://:s3cret@s1:26379?master_name=m", SentinelPassword: "s3cret"}, []string{"REDIS_SENTINEL_PASSWORD", "once"}},
+		{"sentinel password without sentinel", dedupe.ClientOptions{URL: "redis://a:6379", SentinelPassword: "x"}, []string{"REDIS_SENTINEL_PASSWORD", "master_name"}},
+		{"sentinel password for a cluster", dedupe.ClientOptions{Addrs: []string{"n1:6379", "n2:6379"}, SentinelPassword: "x"}, []string{"REDIS_SENTINEL_PASSWORD", "REDIS_MASTER_NAME"}},
+		{"sentinel URL option", dedupe.ClientOptions{URL: "redis://s1:26379?master_name=m&bogus=1"}, []string{"REDIS_URL", "Sentinel", "bogus"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := dedupe.NewUniversalClient(tc.o)
@@ -59,6 +64,11 @@ func TestNewUniversalClientKinds(t *testing.T) {
 		{"sentinel", dedupe.ClientOptions{Addrs: []string{"s1:26379", "s2:26379", "s3:26379"}, MasterName: "mymaster"}, false},
 		{"sentinel with one address", dedupe.ClientOptions{Addrs: []string{"s1:26379"}, MasterName: "mymaster"}, false},
 		{"cluster", dedupe.ClientOptions{Addrs: []string{"n1:6379", "n2:6379", "[::1]:6379"}}, true},
+		{"sentinel with passwords", dedupe.ClientOptions{Addrs: []string{"s1:26379", "s2:26379"}, MasterName: "m", Password: "d", SentinelPassword: "s"}, false},
+		{"sentinel URL", dedupe.ClientOptions{URL: "redis://:s@s1:26379?master_name=m&addr=s2:26379&password=d"}, false},
+		{"sentinel URL, passwords apart", dedupe.ClientOptions{URL: "redis://s1:26379?master_name=m", Password: "d", SentinelPassword: "s"}, false},
+		{"cluster URL", dedupe.ClientOptions{URL: "redis://:p@n1:6379?addr=n2:6379&addr=n3:6379"}, true},
+		{"single node, password apart", dedupe.ClientOptions{URL: "redis://a:6379/1", Password: "p"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := dedupe.NewUniversalClient(tc.o)

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/internal/tracing"
 )
 
 // Headers of an entry, besides the notification's own Wechatpay-* and Request-ID headers.
@@ -54,12 +55,14 @@ var (
 const maxErrorHeader = 512
 
 // NotificationHeaders keeps what identifies and authenticates a notification — its Wechatpay-* headers and
-// Request-ID — and nothing else: what a dead-letter entry keeps of the inbound message, and what a replay
-// sends back.
+// Request-ID — and the W3C trace context the receiver stored with it, and nothing else: what a
+// dead-letter entry keeps of the inbound message, and what a replay sends back, so that the replay's
+// processing continues the notification's trace.
 func NotificationHeaders(h nats.Header) nats.Header {
-	out := make(nats.Header, 6)
+	out := make(nats.Header, 7)
 	for k, v := range h {
-		if strings.HasPrefix(k, "Wechatpay-") || k == topology.HeaderRequestID {
+		if strings.HasPrefix(k, "Wechatpay-") || k == topology.HeaderRequestID ||
+			k == tracing.HeaderTraceParent || k == tracing.HeaderTraceState {
 			out[k] = v
 		}
 	}

@@ -8,8 +8,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/internal/tracing"
 )
 
 // DefaultTimeout bounds each NATS request of a Store.
@@ -24,10 +28,20 @@ type Store struct {
 	js      jetstream.JetStream
 	stream  jetstream.Stream
 	timeout time.Duration
+	tracer  tracing.Tracer
+}
+
+// An Option configures a Store.
+type Option func(*Store)
+
+// WithTracerProvider traces each replay with a span linked to the dead letter's original trace; nil or a
+// no-op provider is tracing off (the default).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(s *Store) { s.tracer = tracing.NewTracer(tp) }
 }
 
 // Open finds WECHATPAY_DLQ; ErrNoStream when it does not exist.
-func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+func Open(ctx context.Context, js jetstream.JetStream, opts ...Option) (*Store, error) {
 	cctx, cancel := context.WithTimeout(ctx, DefaultTimeout)
 	defer cancel()
 	s, err := js.Stream(cctx, topology.DLQStream)
@@ -37,7 +51,11 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Store, error) {
 		}
 		return nil, fmt.Errorf("dlq: stream %s: %w", topology.DLQStream, err)
 	}
-	return &Store{js: js, stream: s, timeout: DefaultTimeout}, nil
+	st := &Store{js: js, stream: s, timeout: DefaultTimeout}
+	for _, o := range opts {
+		o(st)
+	}
+	return st, nil
 }
 
 // Scan reads the DLQ in order and returns the entries that pass every filter, up to f.Limit; more says
@@ -161,18 +179,40 @@ func Plan(e Entry) (Replayed, error) {
 // entry. It fails with ErrNotFound when the entry is gone, ErrNotInbound when it cannot be replayed, and
 // otherwise leaves the entry in place on any failure before the acknowledgement. A failed delete after
 // the acknowledgement is reported with the Replayed filled in: replaying the entry again is harmless.
-func (s *Store) Replay(ctx context.Context, seq uint64) (Replayed, error) {
+//
+// The replay carries the notification's own traceparent, so that the consumer's processing of it joins
+// the trace of the notification's arrival; with tracing on, the replay's span links to that trace too
+// (and lends its own context to an entry stored before tracing, which has none).
+func (s *Store) Replay(ctx context.Context, seq uint64) (r Replayed, err error) {
+	ctx, span := s.tracer.Start(ctx, tracing.SpanReplay, trace.SpanKindProducer)
+	defer func() {
+		if span.IsRecording() {
+			recordReplay(span, seq, r, err)
+		}
+		span.End()
+	}()
 	e, err := s.Get(ctx, seq)
 	if err != nil {
 		return Replayed{Seq: seq}, err
 	}
-	r, err := Plan(e)
+	header := NotificationHeaders(e.Header)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrReason.String(e.Reason), tracing.AttrMchID.String(e.MchID),
+			tracing.AttrNotificationID.String(e.NotificationID), tracing.AttrEventType.String(e.EventType))
+		if original := tracing.Remote(header); original.IsValid() {
+			span.AddLink(trace.Link{SpanContext: original, Attributes: []attribute.KeyValue{tracing.AttrLinkKind.String(tracing.LinkDeadLettered)}})
+		}
+	}
+	if s.tracer.On() && header.Get(tracing.HeaderTraceParent) == "" {
+		tracing.Inject(ctx, header)
+	}
+	r, err = Plan(e)
 	if err != nil {
 		return r, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	m := &nats.Msg{Subject: r.Target, Data: e.Body, Header: NotificationHeaders(e.Header)}
+	m := &nats.Msg{Subject: r.Target, Data: e.Body, Header: header}
 	ack, err := s.js.PublishMsg(cctx, m, jetstream.WithMsgID(r.MsgID), jetstream.WithExpectStream(topology.InboundStream))
 	if err != nil {
 		return r, fmt.Errorf("dlq: publish to %s: %w (the entry stays in the DLQ)", topology.InboundStream, err)
@@ -182,4 +222,18 @@ func (s *Store) Replay(ctx context.Context, seq uint64) (Replayed, error) {
 		return r, fmt.Errorf("replayed as inbound %d but not removed from the DLQ (replaying it again is harmless): %w", ack.Sequence, err)
 	}
 	return r, nil
+}
+
+// recordReplay describes a replay on its span: which entry, where it went, and how it ended.
+func recordReplay(span trace.Span, seq uint64, r Replayed, err error) {
+	span.SetAttributes(tracing.AttrDLQSeq.Int64(int64(seq)))
+	if r.Target != "" {
+		span.SetAttributes(tracing.Messaging(tracing.Send, r.Target, r.MsgID)...)
+	}
+	if r.InboundSeq != 0 {
+		span.SetAttributes(tracing.AttrStreamSeq.Int64(int64(r.InboundSeq)), tracing.AttrDuplicate.Bool(r.Duplicate))
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
 }

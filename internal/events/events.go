@@ -95,6 +95,10 @@ type Event struct {
 	// Data is the decrypted resource as a JSON object with WeChat Pay's field
 	// names: unknown fields kept, time fields normalised to RFC 3339.
 	Data json.RawMessage
+	// TraceParent is the W3C traceparent of the span publishing the event,
+	// set by the publisher when tracing is on; "" leaves the extension out.
+	// Build never sets it: it is not part of the fact.
+	TraceParent string
 }
 
 // Mapping is one row of the mapping table, as seen from outside.
@@ -241,8 +245,8 @@ const (
 // through wxevents.Event, which owns the envelope: specversion "1.0", id,
 // source "/wechatpay/<mchid>", type "com.wechatpay.<type>", subject, time
 // (RFC 3339), datacontenttype "application/json", dataschema (DataSchemaBase
-// + the schema file name), the extensions wxnotificationid, wxeventtype and
-// (for a sub-merchant) wxsubmchid, and data.
+// + the schema file name), the extensions wxnotificationid, wxeventtype,
+// (for a sub-merchant) wxsubmchid and (when traced) traceparent, and data.
 func (e Event) CloudEvent() ([]byte, error) {
 	return e.Envelope().MarshalJSON()
 }
@@ -261,6 +265,7 @@ func (e Event) Envelope() wxevents.Event {
 		NotificationID:  e.NotificationID,
 		WechatEventType: e.WechatEventType,
 		SubMchID:        e.SubMchID,
+		TraceParent:     e.TraceParent,
 		Data:            e.Data,
 	}
 }

@@ -65,9 +65,9 @@ func TestMain(m *testing.M) {
 }
 
 // runChild runs a pipeline program in this (re-executed) test binary: a real process that the test can
-// SIGKILL. The consumer is built exactly as consumer.Run builds it, except for the durable consumer's
-// AckWait and the dedupe lease, which tests shorten from 30 s (FAULTTEST_ACK_WAIT, FAULTTEST_LEASE) so that
-// a crash is recovered from in seconds.
+// SIGKILL. The consumer is built exactly as consumer.Run builds it, from its environment, except for the
+// dedupe lease, which tests shorten from 30 s (FAULTTEST_LEASE) so that a crash is recovered from in
+// seconds; the durable's AckWait comes from CONSUMER_ACK_WAIT like every fleet-wide setting.
 func runChild(role string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -80,9 +80,8 @@ func runChild(role string) int {
 		fmt.Fprintln(os.Stderr, "consumer:", err)
 		return 1
 	}
-	ackWait, _ := time.ParseDuration(os.Getenv("FAULTTEST_ACK_WAIT"))
 	lease, _ := time.ParseDuration(os.Getenv("FAULTTEST_LEASE"))
-	rc, err := dedupe.NewUniversalClient(dedupe.ClientOptions{URL: cfg.Redis.URL, Addrs: cfg.Redis.Addrs, MasterName: cfg.Redis.MasterName})
+	rc, err := dedupe.NewUniversalClient(consumer.RedisOptions(cfg.Redis))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer:", err)
 		return 1
@@ -91,8 +90,7 @@ func runChild(role string) int {
 	log := logging.New(cfg.LogLevel, cfg.LogFormat, os.Stdout).With().Str("program", "consumer").Int("pid", os.Getpid()).Logger()
 	redis.SetLogger(redisLog{log})
 	c, err := consumer.New(ctx, cfg, log, consumer.Deps{
-		Consumer: topology.ConsumerOptions{AckWait: ackWait},
-		Dedupe:   dedupe.NewRedis(rc, dedupe.Options{Lease: lease, TTL: cfg.DedupeTTL}),
+		Dedupe: dedupe.NewRedis(rc, dedupe.Options{Lease: lease, TTL: cfg.DedupeTTL}),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer:", err)
@@ -119,18 +117,17 @@ const (
 	testLease   = 3 * time.Second
 )
 
-// fastConsumer runs consumers in-process with the test tuning.
+// fastConsumer runs consumers in-process with the test tuning: the durable's AckWait through the
+// pipeline's configuration (CONSUMER_ACK_WAIT, as production sets it), the lease through the deduper.
 func fastConsumer(t *testing.T, p *pipelinetest.Pipeline) pipelinetest.ConsumerOptions {
 	t.Helper()
+	p.Env["CONSUMER_ACK_WAIT"] = testAckWait.String()
 	rc, err := dedupe.NewUniversalClient(dedupe.ClientOptions{URL: p.Redis.URL()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rc.Close() })
-	return pipelinetest.ConsumerOptions{
-		Consumer: topology.ConsumerOptions{AckWait: testAckWait},
-		Dedupe:   dedupe.NewRedis(rc, dedupe.Options{Lease: testLease}),
-	}
+	return pipelinetest.ConsumerOptions{Dedupe: dedupe.NewRedis(rc, dedupe.Options{Lease: testLease})}
 }
 
 // startChildConsumer runs a consumer as a child process (this test binary re-executed).
@@ -145,7 +142,7 @@ func startChildConsumer(t *testing.T, p *pipelinetest.Pipeline, name string) *pi
 		env[k] = v
 	}
 	env[childEnv] = "consumer"
-	env["FAULTTEST_ACK_WAIT"] = testAckWait.String()
+	env["CONSUMER_ACK_WAIT"] = testAckWait.String()
 	env["FAULTTEST_LEASE"] = testLease.String()
 	env["ADMIN_ADDR"] = "127.0.0.1:0"
 	env["LOG_LEVEL"] = "info"

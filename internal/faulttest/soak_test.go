@@ -2,17 +2,24 @@ package faulttest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/wxpay-events/wxpay-events/internal/testenv/audit"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/pipelinetest"
+	"github.com/wxpay-events/wxpay-events/internal/topology"
 )
 
 // soakDuration is -soak, else SOAK, else the 10-second CI version.
@@ -34,16 +41,33 @@ type sample struct {
 	at                   time.Duration
 	recvGor, consGor     float64
 	recvHeap, consHeap   float64
+	recvFDs, consFDs     float64
+	redisMem             float64 // used_memory of redis-server
+	natsRSS              float64 // RSS of the test process, which runs the embedded nats-server
+	jsStore              float64 // bytes JetStream stores on disk
+	inbound              float64 // bytes in WECHATPAY_INBOUND: work not yet finished
 	events, acknowledged int
 }
 
 // The receiver and the consumer, as the real programs in their own processes, under steady load: their
-// goroutines return to the baseline once the load stops, and their heaps do not grow steadily.
+// goroutines return to the baseline once the load stops, their heaps and file descriptors do not grow
+// steadily, and WECHATPAY_INBOUND holds no more than the work in flight. The table in the log follows
+// goroutines, heaps, descriptors, Redis's memory and NATS's over the run; -soak=1h (or SOAK=1h) makes it
+// an hour:
+//
+//	go test -race -run TestSoak -timeout 90m ./internal/faulttest -soak=1h -v
 func TestSoak(t *testing.T) {
 	dur := soakDuration(t)
 	const rate = 40 // notifications per second
 	bin := programs(t)
-	p := pipelinetest.StartWith(t, pipelinetest.Options{NoReceiver: true})
+	// A long soak runs nats-server as a process of its own, so that its memory is its own; the CI version
+	// uses the embedded one, whose memory is the test process's.
+	nats := embeddedNATS
+	var natsURL string
+	if dur >= time.Minute {
+		natsURL, nats = startNATSProcess(t)
+	}
+	p := pipelinetest.StartWith(t, pipelinetest.Options{NoReceiver: true, NATSURL: natsURL})
 	renv := p.ReceiverEnv()
 	recv := pipelinetest.StartProcess(t, "receiver", filepath.Join(bin, "receiver"), nil, renv)
 	started := recv.WaitLog(30*time.Second, "receiver listening")
@@ -64,12 +88,26 @@ func TestSoak(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), dur+5*time.Minute)
 	defer cancel()
 
+	rc := redis.NewClient(&redis.Options{Addr: p.Redis.Addr()})
+	t.Cleanup(func() { _ = rc.Close() })
 	measure := func(at time.Duration) sample {
 		rm, cm := scrape(t, recvAdmin), scrape(t, consAdmin)
-		return sample{at: at,
+		smp := sample{at: at,
 			recvGor: metricValue(rm, "go_goroutines"), consGor: metricValue(cm, "go_goroutines"),
 			recvHeap: metricValue(rm, "go_memstats_heap_alloc_bytes"), consHeap: metricValue(cm, "go_memstats_heap_alloc_bytes"),
-			events: int(eventCount(p.Pipeline)), acknowledged: a.Codes()[http.StatusNoContent]}
+			recvFDs: metricValue(rm, "process_open_fds"), consFDs: metricValue(cm, "process_open_fds"),
+			inbound: float64(streamBytes(t, p.Pipeline, topology.InboundStream)),
+			events:  int(eventCount(p.Pipeline)), acknowledged: a.Codes()[http.StatusNoContent]}
+		if mem, err := rc.InfoMap(context.Background(), "memory").Result(); err == nil {
+			smp.redisMem, _ = strconv.ParseFloat(mem["Memory"]["used_memory"], 64)
+		}
+		if v, err := nats(p.Pipeline); err == nil {
+			smp.natsRSS = float64(v.Mem)
+			if v.JetStream.Stats != nil {
+				smp.jsStore = float64(v.JetStream.Stats.Store)
+			}
+		}
+		return smp
 	}
 
 	// Warm up (connections, pools, caches), then take the baseline with the load's connections closed.
@@ -141,24 +179,37 @@ func TestSoak(t *testing.T) {
 	}
 
 	var table strings.Builder
-	fmt.Fprintf(&table, "%9s %8s %8s %10s %10s %7s %7s\n", "t", "recv gor", "cons gor", "recv heap", "cons heap", "acked", "events")
+	fmt.Fprintf(&table, "%9s %8s %8s %10s %10s %8s %8s %10s %10s %10s %10s %7s %7s\n", "t", "recv gor", "cons gor", "recv heap", "cons heap",
+		"recv fds", "cons fds", "redis mem", "nats rss", "js store", "inbound", "acked", "events")
 	for _, s := range append(append([]sample{base}, samples...), end) {
-		fmt.Fprintf(&table, "%9s %8.0f %8.0f %9.1fM %9.1fM %7d %7d\n", s.at.Round(time.Millisecond), s.recvGor, s.consGor,
-			s.recvHeap/(1<<20), s.consHeap/(1<<20), s.acknowledged, s.events)
+		fmt.Fprintf(&table, "%9s %8.0f %8.0f %9.1fM %9.1fM %8.0f %8.0f %9.1fM %9.1fM %9.1fM %9.0fK %7d %7d\n", s.at.Round(time.Millisecond),
+			s.recvGor, s.consGor, s.recvHeap/(1<<20), s.consHeap/(1<<20), s.recvFDs, s.consFDs,
+			s.redisMem/(1<<20), s.natsRSS/(1<<20), s.jsStore/(1<<20), s.inbound/(1<<10), s.acknowledged, s.events)
 	}
-	t.Logf("soak %s at %d/s: %d notifications, %d events\n%s", dur, rate, l.sent.Load(), r.Events, table.String())
+	natsIs := "nats-server's own process"
+	if natsURL == "" {
+		natsIs = "the test process, which runs the embedded nats-server, the load and the audit"
+	}
+	t.Logf("soak %s at %d/s: %d notifications, %d events (nats rss: %s)\n%s", dur, rate, l.sent.Load(), r.Events, natsIs, table.String())
 
 	for _, prog := range []struct {
 		name string
 		heap func(sample) float64
 	}{
-		{"receiver", func(s sample) float64 { return s.recvHeap }},
-		{"consumer", func(s sample) float64 { return s.consHeap }},
+		{"receiver heap", func(s sample) float64 { return s.recvHeap }},
+		{"consumer heap", func(s sample) float64 { return s.consHeap }},
+		{"receiver file descriptors", func(s sample) float64 { return s.recvFDs }},
+		{"consumer file descriptors", func(s sample) float64 { return s.consFDs }},
 	} {
 		if growing(samples, prog.heap) {
-			t.Errorf("%s heap grows steadily: the floor of each quarter of the run rises", prog.name)
+			t.Errorf("%s grow steadily: the floor of each quarter of the run rises", prog.name)
 		}
 	}
+	// Finished work leaves WECHATPAY_INBOUND: once the archive has confirmed the last copies (its flow
+	// control answers within a second of the load stopping), it holds nothing.
+	waitFor(t, 10*time.Second, 50*time.Millisecond, "WECHATPAY_INBOUND empty after every notification was processed and copied", func() bool {
+		return streamBytes(t, p.Pipeline, topology.InboundStream) == 0
+	})
 }
 
 // growing reports whether the heap's floor (the lowest sample, closest to the live heap after a GC) rises
@@ -182,4 +233,48 @@ func growing(samples []sample, heap func(sample) float64) bool {
 		}
 	}
 	return floors[3] > 1.5*floors[0]+4<<20
+}
+
+// natsVarz reads a nats-server's /varz: memory and JetStream usage.
+type natsVarz func(p *pipelinetest.Pipeline) (*server.Varz, error)
+
+func embeddedNATS(p *pipelinetest.Pipeline) (*server.Varz, error) { return p.NATS.Server().Varz(nil) }
+
+// startNATSProcess runs nats-server (built from the version in go.mod) with JetStream and a monitoring
+// port, stopped by t.Cleanup, and returns its client URL and a reader of its /varz.
+func startNATSProcess(t *testing.T) (string, natsVarz) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := pipelinetest.BuildPrograms(dir, "github.com/nats-io/nats-server/v2"); err != nil {
+		t.Fatalf("build nats-server: %v", err)
+	}
+	ports := make([]int, 2)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+	}
+	args := []string{"-a", "127.0.0.1", "-p", strconv.Itoa(ports[0]), "-m", strconv.Itoa(ports[1]), "-js", "-sd", filepath.Join(dir, "store")}
+	pipelinetest.StartProcess(t, "nats-server", filepath.Join(dir, "nats-server"), args, nil)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", ports[0])
+	varz := fmt.Sprintf("http://127.0.0.1:%d/varz", ports[1])
+	waitFor(t, 30*time.Second, 50*time.Millisecond, "nats-server answering", func() bool {
+		resp, err := http.Get(varz)
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		return err == nil
+	})
+	return url, func(*pipelinetest.Pipeline) (*server.Varz, error) {
+		resp, err := http.Get(varz)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		var v server.Varz
+		return &v, json.NewDecoder(resp.Body).Decode(&v)
+	}
 }

@@ -17,8 +17,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/internal/tracing"
 	"github.com/wxpay-events/wxpay-events/internal/verify"
 )
 
@@ -56,6 +59,7 @@ type Handler struct {
 	log            zerolog.Logger
 	rejectLog      zerolog.Logger
 	metrics        *Metrics
+	tracer         tracing.Tracer
 	mux            *http.ServeMux
 	bufs           sync.Pool
 }
@@ -68,6 +72,9 @@ type HandlerOptions struct {
 	PublishTimeout time.Duration
 	Log            zerolog.Logger
 	Metrics        *Metrics
+	// TracerProvider, optional, traces each notification (a server span whose context is stored with
+	// the message); nil or a no-op provider is tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // NewHandler builds the notify handler.
@@ -81,6 +88,7 @@ func NewHandler(o HandlerOptions) *Handler {
 		// Rejections can come in floods (probes, scanners, a misconfigured proxy); keep their log bounded.
 		rejectLog: o.Log.Sample(&zerolog.BurstSampler{Burst: 20, Period: time.Second}),
 		metrics:   o.Metrics,
+		tracer:    tracing.NewTracer(o.TracerProvider),
 		bufs:      sync.Pool{New: func() any { return new(bytes.Buffer) }},
 	}
 	if len(o.Verifiers) == 1 {
@@ -132,8 +140,12 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, code int, reaso
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchid string) {
 	start := time.Now()
-	code, reason, ev := h.handle(w, r, mchid)
+	ctx, span := h.tracer.StartRoot(r.Context(), tracing.SpanNotify, trace.SpanKindServer, r.Header)
+	code, reason, ev := h.handle(ctx, w, r, mchid)
 	h.metrics.observeRequest(code, reason, time.Since(start))
+	if span.IsRecording() {
+		recordSpan(span, mchid, r, code, reason, ev)
+	}
 	if code == http.StatusNoContent {
 		w.WriteHeader(code)
 	} else {
@@ -165,17 +177,65 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, mchid string) {
 	if ev.err != nil {
 		e = e.AnErr("error", ev.err)
 	}
-	e.Msg("notification")
+	tracing.LogIDs(e, span).Msg("notification")
+	span.End()
 }
 
-// handled is what the log line of one request says about its notification.
+// recordSpan describes the notification on its span: who sent what, how verification went, how long
+// the store took and what was answered — never the body, the signature headers or a key.
+func recordSpan(span trace.Span, mchid string, r *http.Request, code int, reason string, ev handled) {
+	verified := ev.verify
+	if verified == "" {
+		verified = tracing.VerifyNotChecked
+	}
+	span.SetAttributes(
+		tracing.AttrHTTPMethod.String(r.Method),
+		tracing.AttrHTTPRoute.String("/notify/{mchid}"),
+		tracing.AttrHTTPStatus.Int(code),
+		tracing.AttrMchID.String(clip(mchid)),
+		tracing.AttrOutcome.String(outcome(code)),
+		tracing.AttrReason.String(reason),
+		tracing.AttrVerifyOutcome.String(verified),
+	)
+	if ev.verify == tracing.VerifyFailed {
+		span.SetAttributes(tracing.AttrVerifyReason.String(reason))
+	}
+	if ev.ID != "" {
+		span.SetAttributes(tracing.AttrNotificationID.String(ev.ID), tracing.AttrEventType.String(ev.EventType))
+	}
+	if ev.keyID != "" {
+		span.SetAttributes(tracing.AttrKeyID.String(clip(ev.keyID)))
+	}
+	if id := r.Header.Get(topology.HeaderRequestID); id != "" {
+		span.SetAttributes(tracing.AttrRequestID.String(clip(id)))
+	}
+	if ev.subject != "" {
+		span.SetAttributes(tracing.Messaging(tracing.Send, ev.subject, ev.msgID)...)
+		span.SetAttributes(tracing.AttrPublishSeconds.Float64(ev.publish.Seconds()))
+	}
+	// A server span is an error only when the server failed (OpenTelemetry's HTTP conventions): a
+	// refused signature is the caller's problem, a failed store ours.
+	if code >= 500 {
+		msg := reason
+		if ev.err != nil {
+			msg = ev.err.Error()
+		}
+		span.SetStatus(codes.Error, msg)
+	}
+}
+
+// handled is what the log line and the span of one request say about its notification.
 type handled struct {
 	ID, EventType string
 	keyID         string // the Wechatpay-Serial that verified it
 	err           error
+	verify        string        // tracing.VerifyVerified or VerifyFailed; "" before verification
+	subject       string        // the inbound subject, once a store was tried
+	msgID         string        // its Nats-Msg-Id
+	publish       time.Duration // how long the store took
 }
 
-func (h *Handler) handle(w http.ResponseWriter, r *http.Request, mchid string) (int, string, handled) {
+func (h *Handler) handle(ctx context.Context, w http.ResponseWriter, r *http.Request, mchid string) (int, string, handled) {
 	if mchid == "" {
 		return http.StatusNotFound, reasonNoMerchant, handled{}
 	}
@@ -203,28 +263,34 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, mchid string) (
 	body := buf.Bytes()
 
 	hdr := verify.HeadersFrom(r.Header)
-	if err := ver.Verify(r.Context(), hdr, body); err != nil {
+	if err := ver.Verify(ctx, hdr, body); err != nil {
 		reason := verify.Reason(err)
 		h.metrics.verifyFailures.WithLabelValues(reason).Inc()
-		return http.StatusUnauthorized, reason, handled{err: err}
+		return http.StatusUnauthorized, reason, handled{err: err, verify: tracing.VerifyFailed}
 	}
 
 	env, err := parseEnvelope(body)
 	if err != nil {
-		return http.StatusBadRequest, reasonMalformed, handled{keyID: hdr.Serial, err: err}
+		return http.StatusBadRequest, reasonMalformed, handled{keyID: hdr.Serial, err: err, verify: tracing.VerifyVerified}
 	}
-	ev := handled{ID: env.ID, EventType: env.EventType, keyID: hdr.Serial}
+	ev := handled{ID: env.ID, EventType: env.EventType, keyID: hdr.Serial, verify: tracing.VerifyVerified}
 
 	msg := &nats.Msg{
 		Subject: topology.InboundSubject(mchid, env.SubjectToken()),
 		Data:    body,
 		Header:  inboundHeader(hdr, r.Header),
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), h.publishTimeout)
+	if h.tracer.On() {
+		// The consumer continues this trace from the stored message, on every delivery and replay.
+		tracing.Inject(ctx, msg.Header)
+	}
+	ev.subject, ev.msgID = msg.Subject, topology.InboundMsgID(mchid, env.ID)
+	sctx, cancel := context.WithTimeout(ctx, h.publishTimeout)
 	defer cancel()
 	t0 := time.Now()
-	dup, err := h.store.Store(ctx, msg, topology.InboundMsgID(mchid, env.ID))
-	h.metrics.publishSeconds.Observe(time.Since(t0).Seconds())
+	dup, err := h.store.Store(sctx, msg, ev.msgID)
+	ev.publish = time.Since(t0)
+	h.metrics.publishSeconds.Observe(ev.publish.Seconds())
 	if err != nil {
 		reuse = false
 		ev.err = err
@@ -238,9 +304,11 @@ func (h *Handler) handle(w http.ResponseWriter, r *http.Request, mchid string) (
 
 // inboundHeader is what is stored beside the body: exactly the signature headers that were verified, one
 // value each (a repeated header's other values, and any other Wechatpay-* header, are not), and the first
-// Request-ID, which WeChat Pay support asks for.
+// Request-ID, which WeChat Pay support asks for. A traceparent from the request is not among them: with
+// tracing on, the handler adds its own span's (tracing.HeaderTraceParent), so that the consumer
+// continues the receiver's trace and never one a caller made up.
 func inboundHeader(v verify.Headers, in http.Header) nats.Header {
-	out := make(nats.Header, 6)
+	out := make(nats.Header, 7)
 	for _, f := range []struct{ name, value string }{
 		{verify.HeaderTimestamp, v.Timestamp}, {verify.HeaderNonce, v.Nonce}, {verify.HeaderSignature, v.Signature},
 		{verify.HeaderSerial, v.Serial}, {verify.HeaderSignatureType, v.SignatureType},

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/wechatpay-apiv3/wechatpay-go/core"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/wxpay-events/wxpay-events/internal/admin"
@@ -22,6 +23,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/config"
 	"github.com/wxpay-events/wxpay-events/internal/logging"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
+	"github.com/wxpay-events/wxpay-events/internal/tracing"
 	"github.com/wxpay-events/wxpay-events/internal/verify"
 )
 
@@ -45,6 +47,9 @@ type Deps struct {
 	// Clock replaces time.Now in signature verification and in the platform certificates' refresh (its
 	// rate limit and the download's timestamp check).
 	Clock func() time.Time
+	// TracerProvider traces notifications; nil is tracing off. Run builds it from the OTEL_* variables
+	// (tracing.Setup).
+	TracerProvider trace.TracerProvider
 }
 
 // Run is the receiver program: load configuration from args and getenv, serve until ctx ends.
@@ -54,7 +59,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := logging.New(cfg.LogLevel, cfg.LogFormat, stdout).With().Str("program", "receiver").Logger()
-	r, err := New(ctx, cfg, log, Deps{})
+	tp, stopTracing, err := tracing.Setup(ctx, getenv, "wxpay-receiver", log)
+	if err != nil {
+		return err
+	}
+	defer tracing.Stop(ctx, stopTracing, log)
+	r, err := New(ctx, cfg, log, Deps{TracerProvider: tp})
 	if err != nil {
 		return err
 	}
@@ -80,7 +90,9 @@ func New(ctx context.Context, cfg config.Receiver, log zerolog.Logger, deps Deps
 	}
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if err := topology.Ensure(sctx, r.js, topology.Options{Replicas: cfg.StreamReplicas, InboundMaxBytes: cfg.InboundMaxBytes}); err != nil {
+	// Create what is missing, change nothing: `wxpayctl streams apply` owns existing configuration. Above
+	// all the durable consumer must exist before the first publish (topology.Ensure says why).
+	if err := topology.Ensure(sctx, r.js, cfg.Topology()); err != nil {
 		r.close()
 		return nil, err
 	}
@@ -91,6 +103,7 @@ func New(ctx context.Context, cfg config.Receiver, log zerolog.Logger, deps Deps
 		PublishTimeout: cfg.PublishTimeout,
 		Log:            log,
 		Metrics:        NewMetrics(r.registry),
+		TracerProvider: deps.TracerProvider,
 	})
 	var lc net.ListenConfig
 	if r.public, err = lc.Listen(ctx, "tcp", cfg.Addr); err != nil {
@@ -134,11 +147,27 @@ func (r *Receiver) Serve(ctx context.Context) error {
 	return err
 }
 
+// ready says whether a notification posted now could be stored, and if not why: NATS unreachable, the
+// inbound stream unreachable or without a majority of its servers (a JetStream cluster that lost its
+// quorum stores nothing; every publish would wait PUBLISH_TIMEOUT and be answered 503), or the durable
+// consumer missing (under Interest retention JetStream acknowledges a publish to a stream without
+// consumers and keeps nothing).
 func (r *Receiver) ready(ctx context.Context) error {
 	if !r.nc.IsConnected() {
 		return ErrNotConnected
 	}
-	return topology.Check(ctx, r.js, topology.InboundStream)
+	s, err := r.js.Stream(ctx, topology.InboundStream)
+	if err != nil {
+		return topology.Explain(r.js, fmt.Errorf("stream %s: %w", topology.InboundStream, err))
+	}
+	if err := topology.Quorum(s.CachedInfo()); err != nil {
+		return err
+	}
+	if _, err := s.Consumer(ctx, topology.ConsumerName); err != nil {
+		return topology.Explain(r.js, fmt.Errorf("consumer %s (without it %s keeps nothing: run `wxpayctl streams apply`): %w",
+			topology.ConsumerName, topology.InboundStream, err))
+	}
+	return nil
 }
 
 func (r *Receiver) drain() error {

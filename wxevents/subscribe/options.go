@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/wxpay-events/wxpay-events/wxevents"
 )
 
@@ -49,6 +51,7 @@ type options struct {
 	maxBackoff  time.Duration
 	start       start
 	log         *slog.Logger
+	tracer      trace.Tracer
 	problems    []string
 	description string
 }
@@ -262,6 +265,22 @@ func Logger(l *slog.Logger) Option {
 		}
 	}
 }
+
+// TracerProvider sets where the subscriber records the span of each delivery
+// (otel.GetTracerProvider() otherwise, which records nothing until the
+// service installs an SDK). The handler's context carries the span, a child
+// of the producer's, so the handler's own spans and logs join the
+// notification's trace.
+func TracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) {
+		if tp != nil {
+			o.tracer = tp.Tracer(tracerScope)
+		}
+	}
+}
+
+// tracerScope is the instrumentation scope of the subscriber's spans.
+const tracerScope = "github.com/wxpay-events/wxpay-events/wxevents/subscribe"
 
 // Description sets the durable consumer's description, shown by
 // `nats consumer info`.

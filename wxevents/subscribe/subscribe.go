@@ -24,8 +24,15 @@
 // acknowledgement delivers the event again — so handlers key their work by
 // the event id.
 //
-// The package imports wxevents and nats.go's jetstream, nothing else of
-// wxpay-events, and logs through log/slog.
+// Each delivery continues the producer's trace: the handler's context carries
+// a span (kind consumer) whose parent is the span that published the event,
+// read from the message's W3C traceparent header or the event's traceparent
+// attribute. The span is recorded by the TracerProvider option, by default
+// OpenTelemetry's global one, which records nothing until the service sets
+// one; the trace id is in the handler's context either way.
+//
+// The package imports wxevents, nats.go's jetstream and OpenTelemetry's API
+// (never its SDK), nothing else of wxpay-events, and logs through log/slog.
 package subscribe
 
 import (
@@ -39,6 +46,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxpay-events/wxpay-events/wxevents"
 )
@@ -94,6 +106,7 @@ func New(js jetstream.JetStream, name string, opts ...Option) (*Subscriber, erro
 		maxBackoff: DefaultMaxBackoff,
 		start:      start{policy: "new"},
 		log:        slog.Default(),
+		tracer:     otel.GetTracerProvider().Tracer(tracerScope),
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -327,18 +340,72 @@ func (s *Subscriber) handle(ctx context.Context, m jetstream.Msg) {
 	}
 	// The event may have waited in the buffer; its AckWait starts now.
 	_ = m.InProgress()
+
+	e, perr := wxevents.Parse(m.Data())
+	if perr != nil {
+		e = wxevents.Event{ID: m.Headers().Get(jetstream.MsgIDHeader)}
+	}
+	ctx, span := s.startSpan(ctx, m, e, attempt)
+	defer span.End()
 	hctx, cancel := context.WithTimeout(ctx, s.o.ackWait)
 	defer cancel()
 
 	var err error
-	e, perr := wxevents.Parse(m.Data())
 	if perr != nil {
-		e = wxevents.Event{ID: m.Headers().Get(jetstream.MsgIDHeader)}
 		err = s.call(hctx, e, func(ctx context.Context) error { return s.unknownEvent(ctx, e, perr) })
 	} else {
 		err = s.call(hctx, e, func(ctx context.Context) error { return s.dispatchEvent(ctx, e) })
 	}
 	s.settle(ctx, m, e, attempt, err)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+}
+
+// traceContext is the W3C propagator: the wire format is the contract's, not
+// whatever propagator the service has installed globally.
+var traceContext = propagation.TraceContext{}
+
+// header adapts a message's NATS headers to OpenTelemetry's carrier.
+type header map[string][]string
+
+func (h header) Get(key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (h header) Set(key, value string) { h[key] = []string{value} }
+
+func (h header) Keys() []string {
+	out := make([]string, 0, len(h))
+	for k := range h {
+		out = append(out, k)
+	}
+	return out
+}
+
+// startSpan starts the delivery's span as a child of the span that published
+// the event: from the message's traceparent header, else the event's
+// traceparent attribute (a copy of the document without its headers).
+func (s *Subscriber) startSpan(ctx context.Context, m jetstream.Msg, e wxevents.Event, attempt uint64) (context.Context, trace.Span) {
+	parent := traceContext.Extract(ctx, header(m.Headers()))
+	if !trace.SpanContextFromContext(parent).IsValid() && e.TraceParent != "" {
+		parent = traceContext.Extract(ctx, propagation.MapCarrier{"traceparent": e.TraceParent})
+	}
+	return s.o.tracer.Start(parent, "process "+wxevents.Stream, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.operation.type", "process"),
+		attribute.String("messaging.destination.name", m.Subject()),
+		attribute.String("messaging.consumer.group.name", s.name),
+		attribute.String("messaging.message.id", e.ID),
+		attribute.Int64("messaging.nats.delivery_count", int64(attempt)),
+		attribute.String("cloudevents.event_id", e.ID),
+		attribute.String("cloudevents.event_type", e.Type),
+		attribute.String("cloudevents.event_source", e.Source),
+		attribute.String("cloudevents.event_subject", e.Subject),
+	))
 }
 
 // dispatchEvent hands e to the handler of its type, or to the unknown path.
@@ -384,6 +451,9 @@ func (s *Subscriber) call(ctx context.Context, e wxevents.Event, fn func(context
 // err on delivery attempt.
 func (s *Subscriber) settle(ctx context.Context, m jetstream.Msg, e wxevents.Event, attempt uint64, err error) {
 	log := s.o.log.With("subscriber", s.name, "event_id", e.ID, "type", e.Type, "attempt", attempt)
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		log = log.With("trace_id", sc.TraceID().String())
+	}
 	switch {
 	case err == nil:
 		if aerr := m.Ack(); aerr != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxpay-events/wxpay-events/internal/config"
 	"github.com/wxpay-events/wxpay-events/internal/consumer"
@@ -125,19 +126,27 @@ func (p *Pipeline) getenv(k string) string { return p.Env[k] }
 
 // ConsumerOptions tune one consumer.
 type ConsumerOptions struct {
-	Consumer topology.ConsumerOptions
-	Dedupe   consumer.Deduper
+	Dedupe         consumer.Deduper
+	TracerProvider trace.TracerProvider // nil is tracing off
 }
 
 // StartConsumer runs one consumer process in-process; the returned function stops it and waits.
 func (p *Pipeline) StartConsumer(o ConsumerOptions) (stop func()) {
+	p.t.Helper()
+	stop, _ = p.StartConsumerAdmin(o)
+	return stop
+}
+
+// StartConsumerAdmin is StartConsumer that also returns the base URL of the consumer's admin server
+// (/metrics, /healthz, /readyz).
+func (p *Pipeline) StartConsumerAdmin(o ConsumerOptions) (stop func(), adminURL string) {
 	p.t.Helper()
 	ccfg, err := config.LoadConsumer(nil, p.getenv, io.Discard)
 	if err != nil {
 		p.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c, err := consumer.New(ctx, ccfg, zerolog.New(p.Logs), consumer.Deps{Consumer: o.Consumer, Dedupe: o.Dedupe})
+	c, err := consumer.New(ctx, ccfg, zerolog.New(p.Logs), consumer.Deps{Dedupe: o.Dedupe, TracerProvider: o.TracerProvider})
 	if err != nil {
 		cancel()
 		p.t.Fatal(err)
@@ -154,7 +163,7 @@ func (p *Pipeline) StartConsumer(o ConsumerOptions) (stop func()) {
 		})
 	}
 	p.t.Cleanup(stop)
-	return stop
+	return stop, "http://" + c.AdminAddr().String()
 }
 
 // Post sends a notification to the receiver and returns the status code.

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxpay-events/wxpay-events/internal/config"
 	"github.com/wxpay-events/wxpay-events/internal/receiver"
@@ -26,6 +27,8 @@ type Options struct {
 	NATSURL string
 	// NoReceiver starts no in-process receiver: the test runs its own (URL and ReceiverAdmin stay empty).
 	NoReceiver bool
+	// TracerProvider traces the receiver; nil is tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // Stack is a pipeline started by StartWith, with the handles fault tests need besides a Pipeline's.
@@ -76,7 +79,7 @@ func StartWith(t testing.TB, o Options) *Stack {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r, err := receiver.New(ctx, rcfg, zerolog.New(p.Logs).With().Str("program", "receiver").Logger(), receiver.Deps{})
+	r, err := receiver.New(ctx, rcfg, zerolog.New(p.Logs).With().Str("program", "receiver").Logger(), receiver.Deps{TracerProvider: o.TracerProvider})
 	if err != nil {
 		cancel()
 		t.Fatal(err)

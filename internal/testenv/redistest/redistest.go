@@ -55,6 +55,11 @@ type Server struct {
 	args   []string      // extra command-line arguments (StartArgs), kept across Restart
 	cmd    *exec.Cmd     // nil while stopped
 	exited chan struct{} // closed once cmd has been reaped
+	// password is the server's requirepass, which the readiness check authenticates with.
+	password string
+	// conf, for a sentinel, writes its configuration file for a port and returns its path: a sentinel
+	// reads its settings from a file it may rewrite, not from the command line alone.
+	conf func(port int) (string, error)
 }
 
 // Start returns a Redis server for t and registers t.Cleanup to stop it.
@@ -95,7 +100,12 @@ func start(t testing.TB, args []string) *Server {
 			"install redis-server (apt-get install redis-server, brew install redis) "+
 			"or set %s to a server whose database the tests may flush", EnvURL, EnvURL)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), args: args}
+	return startLocal(t, &Server{t: t, bin: bin, dir: t.TempDir(), args: args})
+}
+
+// startLocal starts s, a local server whose bin, dir and arguments are set, on a free port.
+func startLocal(t testing.TB, s *Server) *Server {
+	t.Helper()
 	// Registered after t.TempDir, so it runs before the directory is removed
 	// and the log can still be read.
 	t.Cleanup(func() {
@@ -103,7 +113,7 @@ func start(t testing.TB, args []string) *Server {
 			t.Errorf("redistest: cleanup: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("redistest: redis-server output:\n%s", s.output())
+			t.Logf("redistest: %s output:\n%s", filepath.Base(s.bin), s.output())
 		}
 	})
 	var errs []error
@@ -118,7 +128,7 @@ func start(t testing.TB, args []string) *Server {
 		}
 		errs = append(errs, err)
 	}
-	t.Fatalf("redistest: start redis-server (%d attempts): %v", startAttempts, errors.Join(errs...))
+	t.Fatalf("redistest: start %s (%d attempts): %v", filepath.Base(s.bin), startAttempts, errors.Join(errs...))
 	return nil
 }
 
@@ -192,13 +202,21 @@ func (s *Server) start(port int) error {
 		return err
 	}
 	defer func() { _ = logf.Close() }() // the child keeps its own descriptor
-	cmd := exec.Command(s.bin, append([]string{
+	args := []string{
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", s.dir,
-	}, s.args...)...)
+	}
+	if s.conf != nil {
+		path, err := s.conf(port)
+		if err != nil {
+			return err
+		}
+		args = []string{path, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", s.dir}
+	}
+	cmd := exec.Command(s.bin, append(args, s.args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	setDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {
@@ -216,7 +234,7 @@ func (s *Server) start(port int) error {
 	s.addr, s.url = addr, "redis://"+addr
 	s.mu.Unlock()
 
-	if err := waitReady(addr, cmd.Process.Pid, exited); err != nil {
+	if err := waitReady(addr, s.password, cmd.Process.Pid, exited); err != nil {
 		_ = s.stop()
 		return err
 	}
@@ -260,8 +278,8 @@ func (s *Server) output() string {
 // waitReady waits until the redis-server with the given pid answers PING on
 // addr. It checks the pid because, if another process took the port first,
 // our server exits while the other one may well answer.
-func waitReady(addr string, pid int, exited <-chan struct{}) error {
-	return waitFor(waitTimeout, exited, func() error { return ping(addr, pid) })
+func waitReady(addr, password string, pid int, exited <-chan struct{}) error {
+	return waitFor(waitTimeout, exited, func() error { return ping(addr, password, pid) })
 }
 
 // waitFor polls cond until it returns nil, gone is closed, or timeout passes.
@@ -285,9 +303,9 @@ func waitFor(timeout time.Duration, gone <-chan struct{}, cond func() error) err
 	}
 }
 
-// ping sends PING and INFO server over RESP and checks the answers come from
-// the process pid.
-func ping(addr string, pid int) error {
+// ping sends PING and INFO server over RESP (after AUTH when password is set)
+// and checks the answers come from the process pid.
+func ping(addr, password string, pid int) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
@@ -296,10 +314,22 @@ func ping(addr string, pid int) error {
 	if err := c.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
 		return err
 	}
+	r := bufio.NewReader(c)
+	if password != "" {
+		if _, err := fmt.Fprintf(c, "*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(password), password); err != nil {
+			return err
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line != "+OK\r\n" {
+			return fmt.Errorf("AUTH answered %q", strings.TrimSpace(line))
+		}
+	}
 	if _, err := io.WriteString(c, "*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n"); err != nil {
 		return err
 	}
-	r := bufio.NewReader(c)
 	line, err := r.ReadString('\n')
 	if err != nil {
 		return err

@@ -195,3 +195,32 @@ func TestNoServerAvailableFails(t *testing.T) {
 		}
 	}
 }
+
+// A Sentinel deployment with passwords fails over when its master dies, and a client that knows only
+// the sentinels and the master name follows it.
+func TestSentinelFailover(t *testing.T) {
+	t.Setenv(redistest.EnvURL, "")
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{Password: "data-pw", SentinelPassword: "sentinel-pw"})
+	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.Addrs(),
+		Password: "data-pw", SentinelPassword: "sentinel-pw"})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx := t.Context()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatalf("SET through the sentinels: %v", err)
+	}
+	start := time.Now()
+	old := s.KillMaster()
+	now := s.WaitFailover(old, 30*time.Second)
+	t.Logf("master %s killed, %s promoted in %s", old, now, time.Since(start).Round(time.Millisecond))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := c.Set(ctx, "k2", "v", 0).Err()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SET after the failover: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
