@@ -203,8 +203,11 @@ func TestBrowser(t *testing.T) {
 	b.screenshot(t, "console-live")
 
 	refundRow := css(`#dlq-body tr[data-seq="%d"]`, w.refundSeq)
+	// The list is redrawn when a listing arrives (the count's and the page's both may), so the row is
+	// clicked in the page, in one step with finding it, rather than by a node id found a moment earlier.
 	b.do(t, "open the dead letter",
-		chromedp.Click(css(`#nav-dlq`)), chromedp.WaitVisible(refundRow), chromedp.Click(refundRow),
+		chromedp.Click(css(`#nav-dlq`)), chromedp.WaitVisible(refundRow),
+		until(fmt.Sprintf(`(() => { const r = document.querySelector('#dlq-body tr[data-seq="%d"]'); if (r) r.click(); return !!r; })()`, w.refundSeq)),
 		chromedp.WaitVisible(css(`#dlq-detail`)), chromedp.WaitVisible(css(`#dlq-headers dt`)))
 	detail, body := b.text(t, `#dlq-detail`), b.text(t, `#dlq-body-raw`)
 	if !strings.Contains(detail, "decrypt_failed") || !strings.Contains(detail, "Wechatpay-Signature") || !strings.Contains(body, `"ciphertext"`) {

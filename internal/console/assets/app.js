@@ -332,9 +332,13 @@ function message(text, isError) {
   m.hidden = !text;
 }
 
+let dlqLoads = 0; // only the latest listing is drawn: an older answer arriving late would undo a newer one
+
 async function loadDLQ() {
+  const mine = ++dlqLoads;
   try {
     const d = await api('api/dlq?' + new URLSearchParams(dlqFilter()).toString());
+    if (mine !== dlqLoads) return;
     const body = $('dlq-body');
     clear(body);
     for (const e of d.entries) {
