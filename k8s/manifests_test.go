@@ -4,6 +4,7 @@
 package k8s_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path"
@@ -938,6 +939,25 @@ func checkMonitoring(t *testing.T, o *objects, tg target) {
 		if !scraped[name] {
 			t.Errorf("no ServiceMonitor scrapes Service %s", name)
 		}
+	}
+	dashboards := 0
+	for name, cm := range o.configMaps {
+		if cm.Labels["grafana_dashboard"] != "1" {
+			continue
+		}
+		for key, body := range cm.Data {
+			var d struct {
+				UID    string            `json:"uid"`
+				Panels []json.RawMessage `json:"panels"`
+			}
+			if err := json.Unmarshal([]byte(body), &d); err != nil || d.UID == "" || len(d.Panels) == 0 {
+				t.Errorf("ConfigMap %s: %s is not a Grafana dashboard with a uid and panels (%v)", name, key, err)
+			}
+			dashboards++
+		}
+	}
+	if dashboards == 0 {
+		t.Error("no ConfigMap labelled grafana_dashboard carries the dashboard")
 	}
 	var exprs []string
 	for _, pr := range o.rules {

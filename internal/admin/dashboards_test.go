@@ -134,7 +134,8 @@ type panel struct {
 	} `json:"targets"`
 }
 
-// Every alert of the PrometheusRule names exported metrics only.
+// Every alert of the PrometheusRule names exported metrics only, and links to its section of the
+// runbook in k8s/README.md, which exists.
 func TestAlertsQueryExportedMetrics(t *testing.T) {
 	have := exported(t)
 	raw, err := os.ReadFile("../../k8s/base/prometheusrule.yaml")
@@ -145,8 +146,9 @@ func TestAlertsQueryExportedMetrics(t *testing.T) {
 		Spec struct {
 			Groups []struct {
 				Rules []struct {
-					Alert string `yaml:"alert"`
-					Expr  string `yaml:"expr"`
+					Alert       string            `yaml:"alert"`
+					Expr        string            `yaml:"expr"`
+					Annotations map[string]string `yaml:"annotations"`
 				} `yaml:"rules"`
 			} `yaml:"groups"`
 		} `yaml:"spec"`
@@ -154,12 +156,24 @@ func TestAlertsQueryExportedMetrics(t *testing.T) {
 	if err := yaml.Unmarshal(raw, &rule); err != nil {
 		t.Fatal(err)
 	}
+	readme, err := os.ReadFile("../../k8s/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const runbook = "https://github.com/wxpay-events/wxpay-events/blob/main/k8s/README.md#"
 	var alerts []string
 	for _, g := range rule.Spec.Groups {
 		for _, r := range g.Rules {
 			alerts = append(alerts, r.Alert)
 			if bad := unknown(r.Expr, have); len(bad) > 0 {
 				t.Errorf("alert %s queries %v, which no program exports", r.Alert, bad)
+			}
+			// GitHub's anchor for a "### Name" heading is the name in lower case.
+			if want := runbook + strings.ToLower(r.Alert); r.Annotations["runbook_url"] != want {
+				t.Errorf("alert %s: runbook_url %q, want %q", r.Alert, r.Annotations["runbook_url"], want)
+			}
+			if !strings.Contains(string(readme), "\n### "+r.Alert+"\n") {
+				t.Errorf("alert %s has no section \"### %s\" in k8s/README.md", r.Alert, r.Alert)
 			}
 		}
 	}
