@@ -17,6 +17,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 )
 
 //go:embed assets
@@ -36,6 +37,9 @@ type Options struct {
 	// MaxStreams bounds the live event streams open at once (each is an ordered consumer on the server);
 	// 0 means 32.
 	MaxStreams int
+	// TracerProvider traces replays as `wxpayctl dlq replay` does: a span per replayed notification,
+	// linked to its original trace. Nil is tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // Handler serves the console's page and its JSON API. Close ends its live streams, which would otherwise

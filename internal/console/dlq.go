@@ -79,7 +79,7 @@ func list(v string) []string {
 
 // openDLQ opens the DLQ for one request: the stream may be created after the console started.
 func (h *Handler) openDLQ(ctx context.Context, w http.ResponseWriter) (*dlq.Store, bool) {
-	s, err := dlq.Open(ctx, h.js)
+	s, err := dlq.Open(ctx, h.js, dlq.WithTracerProvider(h.opts.TracerProvider))
 	if err != nil {
 		status, code := errStatus(err)
 		if errors.Is(err, dlq.ErrNoStream) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxpay-events/wxpay-events/internal/admin"
 )
@@ -42,6 +43,8 @@ type Config struct {
 	ReceiverAdmin, ConsumerAdmin string
 	// ShutdownTimeout bounds the wait for requests in flight (a replay) at shutdown; 10 s when zero.
 	ShutdownTimeout time.Duration
+	// TracerProvider traces replays (Options.TracerProvider); nil is tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is a console listening on its address.
@@ -82,7 +85,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, log zerolog.Lo
 		_ = ln.Close()
 		return nil, fmt.Errorf("%w: %s is not a loopback address; give a token (--token-file or CONSOLE_TOKEN_FILE) or listen on 127.0.0.1", ErrTokenRequired, cfg.Addr)
 	}
-	h := NewHandler(js, Options{Token: cfg.Token, ReadsNeedToken: !loopback, ReceiverAdmin: cfg.ReceiverAdmin, ConsumerAdmin: cfg.ConsumerAdmin},
+	h := NewHandler(js, Options{Token: cfg.Token, ReadsNeedToken: !loopback, ReceiverAdmin: cfg.ReceiverAdmin, ConsumerAdmin: cfg.ConsumerAdmin, TracerProvider: cfg.TracerProvider},
 		log.With().Str("component", "console").Logger())
 	srv := &http.Server{
 		Handler:           h,

@@ -10,9 +10,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxpay-events/wxpay-events/internal/console"
 	"github.com/wxpay-events/wxpay-events/internal/logging"
+	"github.com/wxpay-events/wxpay-events/internal/tracing"
 )
 
 func init() { commands = append(commands, consoleCommand) }
@@ -111,7 +113,13 @@ func (g *globals) console(ctx context.Context, o consoleOptions) error {
 		return err
 	}
 	defer nc.Close()
-	srv, err := console.New(ctx, js, console.Config{Addr: o.addr, Token: tok, ReceiverAdmin: o.receiverAdmin, ConsumerAdmin: o.consumerAdmin}, log)
+	// Replays from the page are traced as `wxpayctl dlq replay`'s are, when OTEL_* variables ask for it.
+	tp, stopTracing, err := tracing.Setup(ctx, g.env.Getenv, "wxpayctl", log)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	defer tracing.Stop(ctx, stopTracing, log)
+	srv, err := console.New(ctx, js, console.Config{Addr: o.addr, Token: tok, ReceiverAdmin: o.receiverAdmin, ConsumerAdmin: o.consumerAdmin, TracerProvider: tp}, log)
 	if err != nil {
 		return consoleStartError(err)
 	}
@@ -140,7 +148,7 @@ func (g *globals) console(ctx context.Context, o consoleOptions) error {
 // devConsole starts dev's console on addr with the token from CONSOLE_TOKEN_FILE or CONSOLE_TOKEN, else the
 // one kept in dir, and returns it with the link to print: the token rides in the link's fragment, which
 // the browser keeps to itself, and the page moves it into the tab's storage.
-func (g *globals) devConsole(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, dir, addr, receiverAdmin, consumerAdmin string) (*console.Server, string, error) {
+func (g *globals) devConsole(ctx context.Context, log zerolog.Logger, js jetstream.JetStream, tp trace.TracerProvider, dir, addr, receiverAdmin, consumerAdmin string) (*console.Server, string, error) {
 	tok, err := g.consoleToken(g.env.Getenv("CONSOLE_TOKEN_FILE"))
 	if err != nil {
 		return nil, "", err
@@ -150,7 +158,7 @@ func (g *globals) devConsole(ctx context.Context, log zerolog.Logger, js jetstre
 			return nil, "", runtime(err)
 		}
 	}
-	srv, err := console.New(ctx, js, console.Config{Addr: addr, Token: tok, ReceiverAdmin: receiverAdmin, ConsumerAdmin: consumerAdmin}, log)
+	srv, err := console.New(ctx, js, console.Config{Addr: addr, Token: tok, ReceiverAdmin: receiverAdmin, ConsumerAdmin: consumerAdmin, TracerProvider: tp}, log)
 	if err != nil {
 		return nil, "", consoleStartError(fmt.Errorf("--console-addr: %w", err))
 	}

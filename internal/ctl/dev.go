@@ -222,7 +222,7 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 		dedupeDesc = "embedded (JetStream key-value bucket " + devstore.DefaultBucket + ", kept in --dir)"
 	}
 
-	rtp, ctp, stopTracing, err := g.devTracing(ctx, d.log)
+	rtp, ctp, wtp, stopTracing, err := g.devTracing(ctx, d.log)
 	if err != nil {
 		return err
 	}
@@ -240,7 +240,7 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 	var cs *console.Server
 	consoleLink := ""
 	if !o.noConsole {
-		cs, consoleLink, err = g.devConsole(ctx, d.log, js, dir, o.consoleAddr, "http://"+loopback(r.AdminAddr()), "http://"+loopback(c.AdminAddr()))
+		cs, consoleLink, err = g.devConsole(ctx, d.log, js, wtp, dir, o.consoleAddr, "http://"+loopback(r.AdminAddr()), "http://"+loopback(c.AdminAddr()))
 		if err != nil {
 			closeUnserved(ctx, r.Serve)
 			closeUnserved(ctx, c.Serve)

@@ -10,20 +10,25 @@ import (
 )
 
 // devTracing builds dev's tracer providers from the OTEL_* variables, one per program so that a trace
-// shows the receiver and the consumer as the services they are in production (OTEL_SERVICE_NAME names
-// both), and the function that flushes both on the way out. Without OTEL_* variables both are off.
-func (g *globals) devTracing(ctx context.Context, log zerolog.Logger) (receiverTP, consumerTP trace.TracerProvider, stop func(), err error) {
-	receiverTP, stopReceiver, err := tracing.Setup(ctx, g.env.Getenv, "wxpay-receiver", log)
-	if err != nil {
-		return nil, nil, nil, usageError("%v", err)
+// shows the receiver, the consumer and the console's replays (as wxpayctl) as the services they are in
+// production (OTEL_SERVICE_NAME names all three), and the function that flushes them on the way out.
+// Without OTEL_* variables all are off.
+func (g *globals) devTracing(ctx context.Context, log zerolog.Logger) (receiverTP, consumerTP, consoleTP trace.TracerProvider, stop func(), err error) {
+	var stops []func(context.Context) error
+	stopAll := func() {
+		for _, s := range stops {
+			tracing.Stop(ctx, s, log)
+		}
 	}
-	consumerTP, stopConsumer, err := tracing.Setup(ctx, g.env.Getenv, "wxpay-consumer", log)
-	if err != nil {
-		tracing.Stop(ctx, stopReceiver, log)
-		return nil, nil, nil, usageError("%v", err)
+	providers := make([]trace.TracerProvider, 0, 3)
+	for _, service := range []string{"wxpay-receiver", "wxpay-consumer", "wxpayctl"} {
+		tp, s, err := tracing.Setup(ctx, g.env.Getenv, service, log)
+		if err != nil {
+			stopAll()
+			return nil, nil, nil, nil, usageError("%v", err)
+		}
+		providers = append(providers, tp)
+		stops = append(stops, s)
 	}
-	return receiverTP, consumerTP, func() {
-		tracing.Stop(ctx, stopReceiver, log)
-		tracing.Stop(ctx, stopConsumer, log)
-	}, nil
+	return providers[0], providers[1], providers[2], stopAll, nil
 }
