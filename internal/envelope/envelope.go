@@ -48,7 +48,27 @@ type Resource struct {
 // given twice, is malformed, because encoding/json would read either silently and so let bytes that were
 // not the verified field pick the subject and message id. Errors wrap ErrMalformed and name the field, never
 // echoing the body.
+//
+// Envelopes as WeChat Pay sends them (string members only, no escapes, one resource object) are read by a
+// single scan (see scan.go); anything else, including every malformed body, goes through parseReference,
+// which defines the behaviour: the scan only accepts what parseReference would decode to the same Envelope.
 func Parse(body []byte) (Envelope, error) {
+	e, ok := scan(body)
+	if !ok {
+		return parseReference(body)
+	}
+	if err := checkTokens(e); err != nil {
+		return Envelope{}, err
+	}
+	if err := checkResource(e.Resource); err != nil {
+		return Envelope{}, err
+	}
+	return e, nil
+}
+
+// parseReference is Parse through encoding/json: slower, but it handles every body (escapes, nulls, nested
+// unknown members) and words every error.
+func parseReference(body []byte) (Envelope, error) {
 	var e Envelope
 	var resource json.RawMessage
 	err := decodeObject(body, "", map[string]any{
@@ -58,14 +78,8 @@ func Parse(body []byte) (Envelope, error) {
 	if err != nil {
 		return Envelope{}, err
 	}
-	if err := checkToken("id", e.ID, MaxIDLength); err != nil {
+	if err := checkTokens(e); err != nil {
 		return Envelope{}, err
-	}
-	if err := checkToken("event_type", e.EventType, MaxEventTypeLength); err != nil {
-		return Envelope{}, err
-	}
-	if strings.HasPrefix(e.EventType, ".") || strings.HasSuffix(e.EventType, ".") || strings.Contains(e.EventType, "..") {
-		return Envelope{}, fmt.Errorf("%w: event_type has an empty dot-separated part", ErrMalformed)
 	}
 	if len(resource) == 0 || string(resource) == "null" {
 		return Envelope{}, fmt.Errorf("%w: resource is missing", ErrMalformed)
@@ -77,12 +91,37 @@ func Parse(body []byte) (Envelope, error) {
 	}); err != nil {
 		return Envelope{}, err
 	}
-	for _, f := range []struct{ name, value string }{{"algorithm", r.Algorithm}, {"ciphertext", r.Ciphertext}, {"nonce", r.Nonce}} {
-		if f.value == "" {
-			return Envelope{}, fmt.Errorf("%w: resource.%s is missing", ErrMalformed, f.name)
-		}
+	if err := checkResource(*r); err != nil {
+		return Envelope{}, err
 	}
 	return e, nil
+}
+
+// checkTokens checks the fields that become parts of NATS subjects and message ids.
+func checkTokens(e Envelope) error {
+	if err := checkToken("id", e.ID, MaxIDLength); err != nil {
+		return err
+	}
+	if err := checkToken("event_type", e.EventType, MaxEventTypeLength); err != nil {
+		return err
+	}
+	if strings.HasPrefix(e.EventType, ".") || strings.HasSuffix(e.EventType, ".") || strings.Contains(e.EventType, "..") {
+		return fmt.Errorf("%w: event_type has an empty dot-separated part", ErrMalformed)
+	}
+	return nil
+}
+
+// checkResource checks that the resource names what decryption needs.
+func checkResource(r Resource) error {
+	switch {
+	case r.Algorithm == "":
+		return fmt.Errorf("%w: resource.algorithm is missing", ErrMalformed)
+	case r.Ciphertext == "":
+		return fmt.Errorf("%w: resource.ciphertext is missing", ErrMalformed)
+	case r.Nonce == "":
+		return fmt.Errorf("%w: resource.nonce is missing", ErrMalformed)
+	}
+	return nil
 }
 
 // decodeObject decodes one JSON object into fields (JSON name → pointer), matching names exactly: a key

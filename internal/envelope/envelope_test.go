@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/wxpay-events/wxpay-events/internal/envelope"
+	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
+	"github.com/wxpay-events/wxpay-events/internal/wechatsim/samples"
 )
 
 func TestParse(t *testing.T) {
@@ -97,4 +99,24 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted an envelope without a resource to decrypt")
 		}
 	})
+}
+
+// BenchmarkParse parses the envelope of a canonical payment notification, as the consumer does once per
+// delivery.
+func BenchmarkParse(b *testing.B) {
+	p, err := wechatsim.NewPlatform("1900000100")
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, err := p.Build("TRANSACTION.SUCCESS", samples.All()["TRANSACTION.SUCCESS"], wechatsim.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(n.Body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := envelope.Parse(n.Body); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

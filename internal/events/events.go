@@ -141,16 +141,14 @@ func Build(n Notification, plaintext []byte) ([]Event, error) {
 	if n.ID == "" {
 		return nil, fmt.Errorf("%w: notification id: required", ErrMalformed)
 	}
-	tree, err := decodeObject(plaintext)
-	if err != nil {
-		return nil, err
-	}
-	if depth(tree) > MaxDepth {
-		return nil, fmt.Errorf("%w: nested deeper than %d levels", ErrTooLarge, MaxDepth)
-	}
-	facts, err := r.decode(tree, n.MchID)
-	if err != nil {
-		return nil, err
+	// The single pass (fast.go) accepts what it can decode outright; the
+	// reference path decides everything else and words every error.
+	facts, ok := r.decode.fast(plaintext, n.MchID)
+	if !ok {
+		var err error
+		if facts, err = referenceFacts(r, plaintext, n.MchID); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]Event, 0, len(facts))
 	for _, f := range facts {
@@ -184,6 +182,19 @@ func Build(n Notification, plaintext []byte) ([]Event, error) {
 		})
 	}
 	return out, nil
+}
+
+// referenceFacts is the reference path: the plaintext decoded into a generic
+// tree, checked against the row's type (check.go), then decoded again into it.
+func referenceFacts(r row, plaintext []byte, mchid string) ([]fact, error) {
+	tree, err := decodeObject(plaintext)
+	if err != nil {
+		return nil, err
+	}
+	if depth(tree) > MaxDepth {
+		return nil, fmt.Errorf("%w: nested deeper than %d levels", ErrTooLarge, MaxDepth)
+	}
+	return r.decode.reference(tree, mchid)
 }
 
 // depth is the nesting depth of a decoded JSON value: 0 for a scalar, 1 for

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +18,7 @@ type row struct {
 	eventType string // WeChat Pay event_type, e.g. "TRANSACTION.SUCCESS"
 	typ       string // domain type, e.g. "payment.succeeded" (CloudEvents type com.wechatpay.<typ>)
 	schema    string // file name under schemas/ describing Event.Data
-	decode    decoder
+	decode    *decoder
 }
 
 // table is THE mapping; see CONTRACT.md "Event types". Columns: WeChat
@@ -227,36 +229,68 @@ type fact struct {
 	time    time.Time // business time; zero when absent
 }
 
-// decoder checks and normalises a plaintext tree in place and extracts its
-// facts: one, or one per sub-order of a combined payment. mchid is the
-// merchant the notification was addressed to.
-type decoder func(tree map[string]any, mchid string) ([]fact, error)
+// decoder extracts the facts of a plaintext: one, or one per sub-order of a
+// combined payment. mchid is the merchant the notification was addressed
+// to. fast is the single pass of fast.go, which declines whatever it does not
+// accept outright; reference checks and normalises a decoded tree in place
+// and defines the behaviour (see Build).
+type decoder struct {
+	fast      func(plaintext []byte, mchid string) ([]fact, bool)
+	reference func(tree map[string]any, mchid string) ([]fact, error)
+}
 
 // typed builds a decoder from a resource type T and the function that names
 // its fact.
-func typed[T any](name func(*T, string) (fact, error)) decoder {
+func typed[T any](name func(*T, string) (fact, error)) *decoder {
 	t := reflect.TypeFor[T]()
 	mustCheckable(t)
-	return func(tree map[string]any, mchid string) ([]fact, error) {
-		if _, err := check(tree, t, ""); err != nil {
-			return nil, err
-		}
-		data, err := marshalData(tree)
-		if err != nil {
-			return nil, err
-		}
-		v := new(T)
-		// check has verified every declared field, so this cannot fail on types.
-		if err := json.Unmarshal(data, v); err != nil {
-			return nil, malformedJSON(err)
-		}
-		f, err := name(v, mchid)
-		if err != nil {
-			return nil, err
-		}
-		f.data = data
-		return []fact{f}, nil
+	p := planOf(t)
+	return &decoder{
+		fast: func(plaintext []byte, mchid string) ([]fact, bool) {
+			w, ok := newWalker(plaintext)
+			if !ok {
+				return nil, false
+			}
+			defer w.release()
+			return walkTyped(w, p, name, mchid)
+		},
+		reference: func(tree map[string]any, mchid string) ([]fact, error) {
+			if _, err := check(tree, t, ""); err != nil {
+				return nil, err
+			}
+			data, err := marshalData(tree)
+			if err != nil {
+				return nil, err
+			}
+			v := new(T)
+			// check has verified every declared field, so this cannot fail on types.
+			if err := json.Unmarshal(data, v); err != nil {
+				return nil, malformedJSON(err)
+			}
+			f, err := name(v, mchid)
+			if err != nil {
+				return nil, err
+			}
+			f.data = data
+			return []fact{f}, nil
+		},
 	}
+}
+
+// walkTyped decodes the plaintext of w as a T (whose plan is p) and names its
+// fact.
+func walkTyped[T any](w *walker, p *plan, name func(*T, string) (fact, error), mchid string) ([]fact, bool) {
+	v := new(T)
+	data, ok := w.decode(p, reflect.ValueOf(v).Elem(), true)
+	if !ok {
+		return nil, false
+	}
+	f, err := name(v, mchid)
+	if err != nil {
+		return nil, false
+	}
+	f.data = data
+	return []fact{f}, true
 }
 
 // inherited reports whether a top-level field of a combined payment is copied
@@ -276,23 +310,28 @@ func inherited(field string) bool {
 }
 
 var (
-	paymentType         = reflect.TypeFor[wxevents.PaymentSucceeded]()
-	decodeSinglePayment = typed(paymentFact)
-	combinedType        = reflect.TypeFor[combinedPayment]()
+	paymentType   = reflect.TypeFor[wxevents.PaymentSucceeded]()
+	singlePayment = typed(paymentFact)
+	combinedType  = reflect.TypeFor[combinedPayment]()
+	paymentPlan   = planOf(paymentType)
+	combinedPlan  = planOf(combinedType)
+	decodePayment = &decoder{fast: fastPayment, reference: paymentTree}
+	// combinedKeys make a payment a combined one.
+	combinedKeys = []string{"sub_orders", "combine_out_trade_no"}
 )
 
 func init() { mustCheckable(combinedType) }
 
-// decodePayment decodes TRANSACTION.SUCCESS. A combined payment (合单, a
+// paymentTree decodes TRANSACTION.SUCCESS. A combined payment (合单, a
 // resource with combine_out_trade_no or sub_orders) is one fact per
 // sub-order: the sub-order's own fields with the combined order's fields
 // merged in (see inherited), each checked and keyed like a single payment. Any sub-order that cannot be keyed fails the whole
 // notification, so that a replay after a fix yields all of them.
-func decodePayment(tree map[string]any, mchid string) ([]fact, error) {
+func paymentTree(tree map[string]any, mchid string) ([]fact, error) {
 	_, hasSubOrders := tree["sub_orders"]
 	_, hasCombine := tree["combine_out_trade_no"]
 	if !hasSubOrders && !hasCombine {
-		return decodeSinglePayment(tree, mchid)
+		return singlePayment.reference(tree, mchid)
 	}
 	if _, err := check(tree, combinedType, ""); err != nil {
 		return nil, err
@@ -304,7 +343,10 @@ func decodePayment(tree map[string]any, mchid string) ([]fact, error) {
 	facts := make([]fact, 0, len(subs))
 	seen := make(map[string]bool, len(subs))
 	for i, s := range subs {
-		sub := s.(map[string]any) // check verified that each item is an object
+		sub, ok := s.(map[string]any) // check verified that each item is an object or null
+		if !ok {
+			return nil, fieldError("sub_orders["+strconv.Itoa(i)+"]", "want an object")
+		}
 		merged := make(map[string]any, len(tree)+len(sub))
 		for k, v := range tree {
 			if inherited(k) {
@@ -314,7 +356,7 @@ func decodePayment(tree map[string]any, mchid string) ([]fact, error) {
 		for k, v := range sub {
 			merged[k] = v
 		}
-		fs, err := decodeSinglePayment(merged, mchid)
+		fs, err := singlePayment.reference(merged, mchid)
 		if err != nil {
 			return nil, fmt.Errorf("sub_orders[%d]: %w", i, err)
 		}
@@ -326,6 +368,99 @@ func decodePayment(tree map[string]any, mchid string) ([]fact, error) {
 		facts = append(facts, fs[0])
 	}
 	return facts, nil
+}
+
+// fastPayment is paymentTree in one pass per sub-order. It walks the
+// plaintext as a single payment until it meets a combined-payment key at the
+// top level; then it validates the whole plaintext as a combined payment and
+// walks each sub-order merged with the inherited top-level members.
+func fastPayment(plaintext []byte, mchid string) ([]fact, bool) {
+	w, ok := newWalker(plaintext)
+	if !ok {
+		return nil, false
+	}
+	defer w.release()
+	w.stop = combinedKeys
+	facts, ok := walkTyped(w, paymentPlan, paymentFact, mchid)
+	if !w.stopped {
+		return facts, ok
+	}
+	w.stop = nil
+	// Validate the whole plaintext as a combined payment (check's first step),
+	// noting its top-level members.
+	var top []member
+	w.reset(false)
+	i := w.space(0)
+	if i >= len(w.in) || w.in[i] != '{' {
+		return nil, false
+	}
+	open, first, _ := w.open()
+	end, ok := w.members(i, func(key string, j int) (int, bool) {
+		top = append(top, member{key, j})
+		return w.member(key, j, combinedPlan, reflect.ValueOf(new(combinedPayment)).Elem())
+	})
+	w.scratch = w.out[:0]
+	if !ok || !w.close(open, first) || w.space(end) != len(w.in) {
+		return nil, false
+	}
+	var subOrders = -1
+	combined := false
+	for _, m := range top {
+		switch m.key {
+		case "sub_orders":
+			subOrders, combined = m.value, true
+		case "combine_out_trade_no":
+			combined = true
+		}
+	}
+	if !combined {
+		return walkTyped(w, paymentPlan, paymentFact, mchid)
+	}
+	if subOrders < 0 || w.in[subOrders] != '[' {
+		return nil, false // no sub-orders (the reference says so)
+	}
+	facts = nil
+	seen := map[string]bool{}
+	_, ok = w.items(subOrders, func(j int) (int, bool) {
+		if w.in[j] != '{' {
+			return 0, false
+		}
+		var sub []member
+		end, ok := w.members(j, func(key string, k int) (int, bool) {
+			sub = append(sub, member{key, k})
+			return w.skip(k)
+		})
+		if !ok {
+			return 0, false
+		}
+		merged := sub
+		for _, m := range top {
+			if inherited(m.key) && !slices.ContainsFunc(sub, func(s member) bool { return s.key == m.key }) {
+				merged = append(merged, m)
+			}
+		}
+		saved := w.out
+		w.reset(true)
+		v := new(wxevents.PaymentSucceeded)
+		if !w.objectOf(merged, paymentPlan, reflect.ValueOf(v).Elem()) {
+			return 0, false
+		}
+		f, err := paymentFact(v, mchid)
+		if err != nil {
+			return 0, false
+		}
+		f.data = w.out
+		w.out = saved
+		if k := dedupeKey(mchid, "", f.key); !seen[k] {
+			seen[k] = true
+			facts = append(facts, f)
+		}
+		return end, true
+	})
+	if !ok || len(facts) == 0 {
+		return nil, false
+	}
+	return facts, true
 }
 
 // lookup finds the row of a WeChat Pay event_type.
