@@ -2,7 +2,6 @@ package ctl_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim/samples"
+	"github.com/wxpay-events/wxpay-events/wxevents"
 )
 
 func TestTail(t *testing.T) {
@@ -47,8 +47,8 @@ func TestTail(t *testing.T) {
 		for _, typ := range []string{"refund.*", "refund", "refund.closed", "REFUND.CLOSED", "com.wechatpay.refund.closed"} {
 			r := ctlRun(t, url, "tail", typ, "--from-start", "--count", "1", "-o", "json")
 			mustCode(t, r, 0, "tail "+typ)
-			var ce pipelinetest.CloudEvent
-			if err := json.Unmarshal([]byte(r.stdout), &ce); err != nil {
+			ce, err := wxevents.Parse([]byte(r.stdout))
+			if err != nil {
 				t.Fatalf("tail %s -o json: %v\n%s", typ, err, r.stdout)
 			}
 			if ce.Type != "com.wechatpay.refund.closed" || ce.SpecVersion != "1.0" {
@@ -70,8 +70,7 @@ func TestTail(t *testing.T) {
 		p.WaitFor(20*time.Second, "the partner event", func() bool { return p.Count(topology.EventsStream) == 3 })
 		r := ctlRun(t, url, "tail", "--mchid", pipelinetest.MchID, "--sub-mchid", "1900000109", "--from-start", "--count", "1", "-o", "json")
 		mustCode(t, r, 0, "tail --sub-mchid")
-		var ce pipelinetest.CloudEvent
-		if err := json.Unmarshal([]byte(r.stdout), &ce); err != nil || ce.SubMchID != "1900000109" {
+		if ce, err := wxevents.Parse([]byte(r.stdout)); err != nil || ce.SubMchID != "1900000109" {
 			t.Fatalf("tail --sub-mchid 1900000109 printed (%v):\n%s", err, r.stdout)
 		}
 		r = ctlRun(t, url, "tail", "payment.succeeded", "--sub-mchid", "_", "--from-start", "--count", "1")

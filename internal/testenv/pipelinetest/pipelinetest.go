@@ -5,7 +5,6 @@ package pipelinetest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"sync"
@@ -25,6 +24,7 @@ import (
 	"github.com/wxpay-events/wxpay-events/internal/testenv/wait"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 	"github.com/wxpay-events/wxpay-events/internal/wechatsim"
+	"github.com/wxpay-events/wxpay-events/wxevents"
 )
 
 // MchID is the merchant every pipeline is configured for.
@@ -263,39 +263,25 @@ func (p *Pipeline) WaitFor(timeout time.Duration, what string, cond func() bool)
 	}})
 }
 
-// CloudEvent is a published event as downstream services read it.
-type CloudEvent struct {
-	SpecVersion             string          `json:"specversion"`
-	ID                      string          `json:"id"`
-	Source                  string          `json:"source"`
-	Type                    string          `json:"type"`
-	Subject                 string          `json:"subject"`
-	Time                    string          `json:"time"`
-	DataContentType         string          `json:"datacontenttype"`
-	DataSchema              string          `json:"dataschema"`
-	WechatpayNotificationID string          `json:"wxnotificationid"`
-	WechatpayEventType      string          `json:"wxeventtype"`
-	SubMchID                string          `json:"wxsubmchid"`
-	Data                    json.RawMessage `json:"data"`
-	// NATSSubject and MsgID come from the stored message.
-	NATSSubject string `json:"-"`
-	MsgID       string `json:"-"`
-	Raw         []byte `json:"-"`
+// Event is a published event as downstream services read it (wxevents.Parse, the one reader of the
+// CloudEvent), with where JetStream stored it.
+type Event struct {
+	wxevents.Event
+	NATSSubject string // the event's subject in WECHATPAY_EVENTS
+	MsgID       string // its Nats-Msg-Id header
+	Raw         []byte // the message's bytes, for schema checks
 }
 
-// Events decodes every message in WECHATPAY_EVENTS.
-func (p *Pipeline) Events() []CloudEvent {
+// Events parses every message in WECHATPAY_EVENTS; one that wxevents.Parse refuses fails the test.
+func (p *Pipeline) Events() []Event {
 	p.t.Helper()
-	var out []CloudEvent
+	var out []Event
 	for _, m := range p.Messages(topology.EventsStream) {
-		var ce CloudEvent
-		if err := json.Unmarshal(m.Data, &ce); err != nil {
-			p.t.Fatalf("event %d is not JSON: %v", m.Sequence, err)
+		ce, err := wxevents.Parse(m.Data)
+		if err != nil {
+			p.t.Fatalf("event %d: %v", m.Sequence, err)
 		}
-		ce.NATSSubject = m.Subject
-		ce.MsgID = m.Header.Get(jetstream.MsgIDHeader)
-		ce.Raw = m.Data
-		out = append(out, ce)
+		out = append(out, Event{Event: ce, NATSSubject: m.Subject, MsgID: m.Header.Get(jetstream.MsgIDHeader), Raw: m.Data})
 	}
 	return out
 }
