@@ -56,8 +56,26 @@ type Consumer struct {
 	// (anything but noeviction), which it otherwise refuses: an evicted fact is published again.
 	DedupeAllowEviction bool
 	Workers             int
-	ShutdownTimeout     time.Duration
-	Accounts            []Account
+	// Batch is the most messages a worker processes together (CONSUMER_BATCH): their claims, publishes,
+	// commits and acks share round trips, and each is settled on its own.
+	Batch           int
+	ShutdownTimeout time.Duration
+	Accounts        []Account
+}
+
+// DefaultConsumerBatch is CONSUMER_BATCH's default. MaxConsumerBatch bounds it: a batch's messages wait
+// for its slowest, and past a few dozen the shared round trips save nothing more.
+const (
+	DefaultConsumerBatch = 16
+	MaxConsumerBatch     = 256
+)
+
+// BatchSize is Batch, or DefaultConsumerBatch for a configuration built without it.
+func (c Consumer) BatchSize() int {
+	if c.Batch < 1 {
+		return DefaultConsumerBatch
+	}
+	return c.Batch
 }
 
 // Redis says how to reach Redis: a URL, or a Sentinel/Cluster address list, and the passwords.
@@ -299,6 +317,7 @@ func LoadConsumer(args []string, getenv func(string) string, out io.Writer) (Con
 	s.boolean(&c.DedupeAllowEviction, "DEDUPE_ALLOW_EVICTION", false,
 		"run even if Redis's maxmemory-policy may evict dedupe keys (anything but noeviction): evicted facts are published again")
 	s.integer(&c.Workers, "CONSUMER_WORKERS", 8, 1, "notifications processed at once by this process")
+	s.integer(&c.Batch, "CONSUMER_BATCH", DefaultConsumerBatch, 1, "most notifications one worker processes together, sharing round trips to Redis and NATS (1: one at a time)")
 	s.duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 10*time.Second, "longest wait for in-flight messages on SIGTERM")
 	accounts := s.accounts(true)
 	if err := s.parse(args); err != nil {
@@ -308,6 +327,10 @@ func LoadConsumer(args []string, getenv func(string) string, out io.Writer) (Con
 		s.errs = append(s.errs, fmt.Sprintf("%s: %d workers, but %s lets the whole fleet hold only %d messages at once: "+
 			"raise %s (it is shared by every consumer process) or lower the workers",
 			s.describe("CONSUMER_WORKERS"), c.Workers, s.describe("CONSUMER_MAX_ACK_PENDING"), c.Consumer.MaxAckPending, "CONSUMER_MAX_ACK_PENDING"))
+	}
+	if c.Batch > MaxConsumerBatch {
+		s.errs = append(s.errs, fmt.Sprintf("%s: %d is above the maximum %d: a batch's notifications wait for its slowest",
+			s.describe("CONSUMER_BATCH"), c.Batch, MaxConsumerBatch))
 	}
 	if c.DedupeTTL < MinDedupeTTL {
 		s.errs = append(s.errs, fmt.Sprintf("%s: %s is shorter than WeChat Pay's 24 h 4 min of retries plus margin (use at least %s; default %s)",

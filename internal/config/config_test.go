@@ -176,6 +176,44 @@ func TestDedupeSettings(t *testing.T) {
 	}
 }
 
+func TestConsumerBatch(t *testing.T) {
+	p, f := setup(t)
+	base := p.Env(f)
+	load := func(batch string) (config.Consumer, error) {
+		env := map[string]string{}
+		for k, v := range base {
+			env[k] = v
+		}
+		if batch != "" {
+			env["CONSUMER_BATCH"] = batch
+		}
+		return config.LoadConsumer(nil, envOf(env), io.Discard)
+	}
+	for _, tc := range []struct {
+		value string
+		want  int
+	}{{"", config.DefaultConsumerBatch}, {"1", 1}, {"64", 64}, {"256", config.MaxConsumerBatch}} {
+		c, err := load(tc.value)
+		if err != nil || c.Batch != tc.want || c.BatchSize() != tc.want {
+			t.Errorf("CONSUMER_BATCH=%q: %d (size %d), %v; want %d", tc.value, c.Batch, c.BatchSize(), err, tc.want)
+		}
+	}
+	for _, bad := range []struct{ value, want string }{
+		{"0", "below the minimum 1"},
+		{"257", "above the maximum 256"},
+		{"many", `"many" is not a whole number`},
+	} {
+		_, err := load(bad.value)
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "CONSUMER_BATCH") || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("CONSUMER_BATCH=%s: %v, want an error naming CONSUMER_BATCH and saying %q", bad.value, err, bad.want)
+		}
+	}
+	// A configuration built in code without the field (the bench, tests) gets the default.
+	if n := (config.Consumer{}).BatchSize(); n != config.DefaultConsumerBatch {
+		t.Errorf("zero Consumer: BatchSize %d, want %d", n, config.DefaultConsumerBatch)
+	}
+}
+
 // Every problem is reported at once, each naming its variable or field.
 func TestEveryProblemNamed(t *testing.T) {
 	p, f := setup(t)

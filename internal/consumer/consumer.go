@@ -118,7 +118,7 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 		d = dedupe.NewRedis(rc, dedupe.Options{TTL: cfg.DedupeTTL, LegacyUntil: legacyUntil})
 	}
 	metrics := NewMetrics(c.registry)
-	d = meteredDeduper{Deduper: d, errs: metrics.dedupeErrors}
+	d = metered(d, metrics.dedupeErrors)
 
 	var err error
 	c.nc, err = topology.Connect(topology.ConnectOptions{URL: cfg.NATSURL, Creds: cfg.NATSCreds, Name: "wxpay-consumer", InProcess: deps.InProcess}, log)
@@ -126,7 +126,10 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 		c.close()
 		return nil, err
 	}
-	if c.js, err = jetstream.New(c.nc); err != nil {
+	// The events of a batch are published asynchronously (HandleBatch), and a PubAck that never comes
+	// (a stream without quorum drops the publish) must not keep its future pending for ever: pending
+	// futures count against the client's limit of asynchronous publishes in flight.
+	if c.js, err = jetstream.New(c.nc, jetstream.WithPublishAsyncTimeout(callTimeout)); err != nil {
 		c.close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
@@ -152,7 +155,7 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 		Log:         log,
 		Metrics:     metrics,
 		MaxDeliver:  info.Config.MaxDeliver,
-		CallTimeout: 3 * time.Second,
+		CallTimeout: callTimeout,
 		Tracer:      tracing.NewTracer(deps.TracerProvider),
 	}
 	var lc net.ListenConfig
@@ -167,11 +170,17 @@ func New(ctx context.Context, cfg config.Consumer, log zerolog.Logger, deps Deps
 func (c *Consumer) AdminAddr() net.Addr { return c.adminLn.Addr() }
 
 // Serve consumes with CONSUMER_WORKERS workers until ctx ends, then stops pulling, lets the workers finish
-// the messages they hold (up to SHUTDOWN_TIMEOUT) and drains NATS.
+// the messages they hold (up to SHUTDOWN_TIMEOUT) and drains NATS. Each worker takes up to CONSUMER_BATCH
+// messages at a time (HandleBatch) when the dedupe store claims many facts in one round trip, else one.
 func (c *Consumer) Serve(ctx context.Context) error {
 	defer c.close()
-	batch := max(c.cfg.Workers*2, 16)
-	it, err := c.cons.Messages(jetstream.PullMaxMessages(batch), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(2*time.Second))
+	batch := 1
+	if c.proc.Batches() {
+		batch = c.cfg.BatchSize()
+	}
+	// Enough buffered for every worker to fill its next batch while the pull refills.
+	pull := max(c.cfg.Workers*max(batch, 2), 16)
+	it, err := c.cons.Messages(jetstream.PullMaxMessages(pull), jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", topology.ConsumerName, err)
 	}
@@ -182,7 +191,7 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	}
 	defer func() { _ = advisory.Unsubscribe() }()
 
-	c.log.Info().Str("admin_addr", c.AdminAddr().String()).Int("workers", c.cfg.Workers).
+	c.log.Info().Str("admin_addr", c.AdminAddr().String()).Int("workers", c.cfg.Workers).Int("batch", batch).
 		Str("nats", c.nc.ConnectedUrlRedacted()).Str("redis", c.redisTarget()).
 		Int("accounts", len(c.cfg.Accounts)).Msg("consumer started")
 
@@ -190,22 +199,22 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	var workers sync.WaitGroup
-	for range c.cfg.Workers {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			for {
-				msg, err := it.Next()
-				if err != nil {
-					if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-						return
-					}
-					c.log.Warn().Err(err).Msg("pull")
-					continue
-				}
-				c.proc.Handle(workCtx, msg)
-			}
-		}()
+	if batch == 1 {
+		for range c.cfg.Workers {
+			workers.Go(func() { c.workOne(workCtx, it, c.proc.Handle) })
+		}
+	} else {
+		// One goroutine takes messages from the iterator and hands them to the workers through a
+		// channel, so that a worker can see without blocking what else is waiting (the iterator's
+		// Next blocks, holding its lock, while any worker waits in it).
+		ch := make(chan jetstream.Msg, batch)
+		workers.Go(func() {
+			defer close(ch)
+			c.workOne(workCtx, it, func(_ context.Context, m jetstream.Msg) { ch <- m })
+		})
+		for range c.cfg.Workers {
+			workers.Go(func() { c.workBatches(workCtx, ch, batch) })
+		}
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -233,6 +242,46 @@ func (c *Consumer) Serve(ctx context.Context) error {
 	}
 	c.log.Info().Err(err).Msg("consumer stopped")
 	return err
+}
+
+// workOne hands the iterator's messages one at a time to handle until the iterator closes.
+func (c *Consumer) workOne(ctx context.Context, it jetstream.MessagesContext, handle func(context.Context, jetstream.Msg)) {
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			c.log.Warn().Err(err).Msg("pull")
+			continue
+		}
+		handle(ctx, msg)
+	}
+}
+
+// workBatches hands batches of up to size messages to the processor until ch closes: it waits for one
+// message, then takes what else is already waiting. It never waits for a batch to fill: under a
+// backlog messages wait and batches are full; when traffic is light they are small and nothing is
+// delayed for them.
+func (c *Consumer) workBatches(ctx context.Context, ch <-chan jetstream.Msg, size int) {
+	msgs := make([]jetstream.Msg, 0, size)
+	for msg := range ch {
+		msgs = append(msgs[:0], msg)
+	gather:
+		for len(msgs) < size {
+			select {
+			case m, ok := <-ch:
+				if !ok {
+					break gather
+				}
+				msgs = append(msgs, m)
+			default:
+				break gather
+			}
+		}
+		c.proc.HandleBatch(ctx, msgs)
+		clear(msgs)
+	}
 }
 
 // ready says whether this process can make progress, and if not why: NATS unreachable, the durable
@@ -356,6 +405,9 @@ func (c *Consumer) deadLetterBySeq(ctx context.Context, seq, deliveries uint64) 
 	}
 	return nil
 }
+
+// callTimeout bounds each Redis and NATS call of a batch, so that an outage turns into a retry quickly.
+const callTimeout = 3 * time.Second
 
 // redisStartTimeout bounds the start-up questions to Redis (its eviction policy, its key format); an
 // unreachable Redis fails the start within it, as an unreachable NATS does.

@@ -109,3 +109,43 @@ func (m meteredDeduper) count(op string, err error) {
 		m.errs.WithLabelValues(op, dedupe.ErrorKind(err)).Inc()
 	}
 }
+
+// meteredBatchDeduper is meteredDeduper for a BatchDeduper: each fact's error of a batch counts as one
+// failed call, as it would have been one.
+type meteredBatchDeduper struct {
+	meteredDeduper
+	batch BatchDeduper
+}
+
+func (m meteredBatchDeduper) ClaimMany(ctx context.Context, keys []string) ([]dedupe.Claim, []error) {
+	cs, errs := m.batch.ClaimMany(ctx, keys)
+	m.countAll(opClaim, errs)
+	return cs, errs
+}
+
+func (m meteredBatchDeduper) CommitMany(ctx context.Context, cs []dedupe.Claim) ([]dedupe.CommitResult, []error) {
+	res, errs := m.batch.CommitMany(ctx, cs)
+	m.countAll(opCommit, errs)
+	return res, errs
+}
+
+func (m meteredBatchDeduper) ReleaseMany(ctx context.Context, cs []dedupe.Claim) []error {
+	errs := m.batch.ReleaseMany(ctx, cs)
+	m.countAll(opRelease, errs)
+	return errs
+}
+
+func (m meteredBatchDeduper) countAll(op string, errs []error) {
+	for _, err := range errs {
+		m.count(op, err)
+	}
+}
+
+// metered wraps d to count its errors, keeping its batch methods if it has them.
+func metered(d Deduper, errs *prometheus.CounterVec) Deduper {
+	m := meteredDeduper{Deduper: d, errs: errs}
+	if b, ok := d.(BatchDeduper); ok {
+		return meteredBatchDeduper{meteredDeduper: m, batch: b}
+	}
+	return m
+}

@@ -2,7 +2,8 @@
 // envelope, decrypts the resource, maps it to typed events (one per business fact: a combined payment holds
 // several), and for each claims the fact in the dedupe store, publishes one CloudEvent and commits; only then
 // it acknowledges. What cannot be processed is dead-lettered with its
-// reason; what may succeed later is retried with a delay.
+// reason; what may succeed later is retried with a delay. A worker handles several messages at a time
+// (HandleBatch), sharing the round trips to Redis and JetStream between them, and settles each on its own.
 package consumer
 
 import (
@@ -11,7 +12,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.opentelemetry.io/otel/codes"
@@ -71,10 +71,9 @@ type Processor struct {
 
 // result is what processing one message produced.
 type result struct {
-	env     envelope.Envelope
-	mchid   string
-	events  []events.Event // one per business fact (several for a combined payment)
-	outcome string         // published (at least one event new) or duplicate, when err is nil
+	env    envelope.Envelope
+	mchid  string
+	events []events.Event // one per business fact (several for a combined payment)
 }
 
 // typ is the domain type of the message's events, also when mapping failed (from the envelope's event
@@ -100,67 +99,10 @@ func (r result) ids() []string {
 	return out
 }
 
-// Handle processes msg and settles it: ack, delayed NAK, or dead-letter and terminate.
+// Handle processes msg and settles it: ack, delayed NAK, or dead-letter and terminate. It is
+// HandleBatch of one message.
 func (p *Processor) Handle(ctx context.Context, msg jetstream.Msg) {
-	start := time.Now()
-	meta, err := msg.Metadata()
-	if err != nil {
-		p.Log.Error().Err(err).Msg("message without JetStream metadata; left for redelivery")
-		return
-	}
-	if p.Tracer.On() {
-		// Every delivery, redelivery and DLQ replay continues the trace the receiver stored.
-		ctx = tracing.Extract(ctx, msg.Headers())
-	}
-	ctx, span := p.Tracer.Start(ctx, tracing.SpanProcess, trace.SpanKindConsumer)
-	res, err := p.process(ctx, msg)
-	d := disposition(err, meta.NumDelivered, p.MaxDeliver)
-
-	outcome := res.outcome
-	var settleErr error
-	switch d.action {
-	case ack:
-		settleErr = p.ack(ctx, msg)
-	case retry:
-		outcome = outcomeRetried
-		settleErr = msg.NakWithDelay(d.delay)
-	case deadLetterAction:
-		outcome = outcomeDeadLettered
-		settleErr = p.deadLetter(ctx, msg, meta, res.mchid, d.reason, err)
-	}
-	p.Metrics.observe(res.typ(), outcome, time.Since(start))
-
-	lvl := zerolog.InfoLevel
-	switch {
-	case settleErr != nil || d.action == deadLetterAction:
-		lvl = zerolog.ErrorLevel
-	case d.action == retry:
-		lvl = zerolog.WarnLevel
-	}
-	e := p.Log.WithLevel(lvl).
-		Str("mchid", res.mchid).
-		Str("notification_id", res.env.ID).
-		Str("event_type", res.env.EventType).
-		Str("type", res.typ()).
-		Strs("event_ids", res.ids()).
-		Uint64("stream_seq", meta.Sequence.Stream).
-		Uint64("deliveries", meta.NumDelivered).
-		Str("outcome", outcome).
-		Dur("latency", time.Since(start))
-	if d.reason != "" {
-		e = e.Str("reason", d.reason)
-	}
-	if err != nil {
-		e = e.AnErr("error", err)
-	}
-	if settleErr != nil {
-		e = e.AnErr("settle_error", settleErr)
-	}
-	tracing.LogIDs(e, span).Msg("notification processed")
-	if span.IsRecording() {
-		recordDelivery(span, msg, meta, res, outcome, d, errors.Join(err, settleErr))
-	}
-	span.End()
+	p.HandleBatch(ctx, []jetstream.Msg{msg})
 }
 
 // recordDelivery describes one delivery on its span: which message, which notification, what became
@@ -196,9 +138,9 @@ func endStep(span trace.Span, err error) {
 	span.End()
 }
 
-// process runs the steps parse → decrypt → map → claim → publish → commit. A nil error means the event
-// is published (or was already), and the message may be acknowledged.
-func (p *Processor) process(ctx context.Context, msg jetstream.Msg) (result, error) {
+// prepare runs the steps of one message that need no round trip: parse → decrypt → map. The batch then
+// claims, publishes and commits the events of all its messages together (HandleBatch).
+func (p *Processor) prepare(ctx context.Context, msg jetstream.Msg) (result, error) {
 	var res result
 	mchid, _, ok := topology.ParseInboundSubject(msg.Subject())
 	if !ok {
@@ -230,112 +172,5 @@ func (p *Processor) process(ctx context.Context, msg jetstream.Msg) (result, err
 		return res, fmt.Errorf("map notification %s: %w", env.ID, err)
 	}
 	res.events = evs
-
-	// Each fact is claimed, published and committed on its own. A failure part way through a combined
-	// payment leaves the facts already done committed: the redelivery finds them done and goes on with
-	// the rest, so every sub-order is published exactly once.
-	res.outcome = outcomeDuplicate
-	for _, ev := range evs {
-		published, err := p.publishOnce(ctx, ev)
-		if err != nil {
-			return res, err
-		}
-		if published {
-			res.outcome = outcomePublished
-		}
-	}
 	return res, nil
-}
-
-// publishOnce claims ev's business fact, publishes it and commits the claim. It reports false for a fact
-// that was already published.
-func (p *Processor) publishOnce(ctx context.Context, ev events.Event) (bool, error) {
-	cctx, cancel := context.WithTimeout(ctx, p.CallTimeout)
-	cctx, span := p.Tracer.Start(cctx, tracing.SpanDedupeClaim, trace.SpanKindClient)
-	claim, err := p.Dedupe.Claim(cctx, ev.DedupeKey)
-	if span.IsRecording() {
-		span.SetAttributes(tracing.AttrEventID.String(ev.ID))
-		if err == nil {
-			span.SetAttributes(tracing.AttrDedupeState.String(claim.State.String()))
-		}
-	}
-	endStep(span, err)
-	cancel()
-	if err != nil {
-		return false, fmt.Errorf("claim %s: %w", ev.DedupeKey, err)
-	}
-	switch claim.State {
-	case dedupe.Done:
-		return false, nil
-	case dedupe.Busy:
-		return false, ErrBusy
-	}
-
-	if err := p.publish(ctx, ev); err != nil {
-		// Give the fact back at once so that the retry need not wait for the lease to expire.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
-		rctx, span := p.Tracer.Start(rctx, tracing.SpanDedupeRelease, trace.SpanKindClient)
-		rerr := p.Dedupe.Release(rctx, claim)
-		endStep(span, rerr)
-		if rerr != nil {
-			err = errors.Join(err, fmt.Errorf("release claim: %w", rerr))
-		}
-		cancel()
-		return false, err
-	}
-	cctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
-	cctx, span = p.Tracer.Start(cctx, tracing.SpanDedupeCommit, trace.SpanKindClient)
-	committed, err := p.Dedupe.Commit(cctx, claim)
-	if span.IsRecording() {
-		span.SetAttributes(tracing.AttrEventID.String(ev.ID))
-		if err == nil {
-			span.SetAttributes(tracing.AttrDedupeCommit.String(committed.String()))
-		}
-	}
-	endStep(span, err)
-	cancel()
-	if err != nil {
-		// The event is out; if the commit is lost, the redelivery publishes the same event id again and
-		// JetStream's duplicate window on WECHATPAY_EVENTS drops it.
-		return true, fmt.Errorf("commit %s after publishing: %w", ev.DedupeKey, err)
-	}
-	if committed.LeaseLost() {
-		p.Metrics.leaseLost.WithLabelValues(committed.String()).Inc()
-	}
-	return true, nil
-}
-
-// publish sends the CloudEvent and waits for JetStream's acknowledgement. With tracing on, the event
-// carries its publish span's context twice: as the traceparent header, for NATS-aware consumers, and
-// as the CloudEvents distributed-tracing extension, which survives a copy of the document elsewhere.
-func (p *Processor) publish(ctx context.Context, ev events.Event) (err error) {
-	m := &nats.Msg{Subject: topology.EventSubject(ev.Type, ev.MchID, ev.SubMchID), Header: nats.Header{}}
-	m.Header.Set("Content-Type", "application/cloudevents+json")
-	ctx, span := p.Tracer.Start(ctx, tracing.SpanPublish, trace.SpanKindProducer)
-	defer func() { endStep(span, err) }()
-	if span.IsRecording() {
-		span.SetAttributes(tracing.Messaging(tracing.Send, m.Subject, ev.ID)...)
-		span.SetAttributes(tracing.AttrEventID.String(ev.ID), tracing.AttrType.String(ev.Type))
-	}
-	if p.Tracer.On() {
-		tracing.Inject(ctx, m.Header)
-		ev.TraceParent = m.Header.Get(tracing.HeaderTraceParent)
-	}
-	m.Data, err = ev.CloudEvent()
-	if err != nil {
-		return fmt.Errorf("%w: encode: %w", events.ErrMalformed, err)
-	}
-	pctx, cancel := context.WithTimeout(ctx, p.CallTimeout)
-	defer cancel()
-	if _, err := p.JS.PublishMsg(pctx, m, jetstream.WithMsgID(ev.ID), jetstream.WithExpectStream(topology.EventsStream)); err != nil {
-		return fmt.Errorf("%w %s to %s: %w", errPublish, ev.ID, m.Subject, err)
-	}
-	return nil
-}
-
-// ack acknowledges and waits for the server's confirmation, so that a lost ack shows as an error here.
-func (p *Processor) ack(ctx context.Context, msg jetstream.Msg) error {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.CallTimeout)
-	defer cancel()
-	return msg.DoubleAck(actx)
 }

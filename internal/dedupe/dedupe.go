@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -269,48 +268,20 @@ func (r *Redis) Claim(ctx context.Context, key string) (Claim, error) {
 			return c, err
 		}
 	}
-	token := rand.Text() // at least 128 random bits; never fails
+	token := newToken()
 	v, err := claimScript.Run(ctx, r.c, []string{r.Key(key)}, valueLeasePrefix+token, r.lease).Result()
-	if err != nil {
-		return Claim{}, fmt.Errorf("dedupe: claim %s: %w: %w", key, ErrUnavailable, err)
-	}
-	switch v := v.(type) {
-	case int64:
-		return Claim{Key: key, Token: token, State: Claimed}, nil
-	case string:
-		switch {
-		// The client retries a call whose reply was lost, and the retry
-		// finds the lease the first attempt took.
-		case v == valueLeasePrefix+token:
-			return Claim{Key: key, Token: token, State: Claimed}, nil
-		case v == valueDone:
-			return Claim{Key: key, State: Done}, nil
-		case strings.HasPrefix(v, valueLeasePrefix):
-			return Claim{Key: key, State: Busy}, nil
-		}
-	}
-	// Not %v of the value: whatever wrote it might have put data there.
-	return Claim{}, fmt.Errorf("dedupe: claim %s: %w", key, ErrUnexpectedValue)
+	return claimResult(key, token, v, err)
 }
+
+// newToken identifies one lease: at least 128 random bits; never fails.
+func newToken() string { return rand.Text() }
 
 // claimLegacy looks for key under the previous key format. A plain GET, not
 // part of the claim script: in a Cluster the two keys live in different slots.
 // found is false when the previous format knows nothing of the fact.
 func (r *Redis) claimLegacy(ctx context.Context, key string) (c Claim, found bool, err error) {
 	v, err := r.c.Get(ctx, r.legacyPrefix+key).Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return Claim{}, false, nil
-	case err != nil:
-		return Claim{}, false, fmt.Errorf("dedupe: claim %s: %w: %w", key, ErrUnavailable, err)
-	case v == legacyValueDone:
-		return Claim{Key: key, State: Done}, true, nil
-	case strings.HasPrefix(v, valueLeasePrefix):
-		// A consumer of the previous version is publishing it right now,
-		// during a rolling upgrade.
-		return Claim{Key: key, State: Busy}, true, nil
-	}
-	return Claim{}, false, fmt.Errorf("dedupe: claim %s: %w", key, ErrUnexpectedValue)
+	return legacyResult(key, v, err)
 }
 
 // Commit records the fact done for TTL. Call it once the domain event's
@@ -322,14 +293,7 @@ func (r *Redis) Commit(ctx context.Context, c Claim) (CommitResult, error) {
 		return 0, err
 	}
 	n, err := commitScript.Run(ctx, r.c, []string{r.Key(c.Key)}, valueLeasePrefix+c.Token, valueDone, r.ttl).Int64()
-	if err != nil {
-		return 0, fmt.Errorf("dedupe: commit %s: %w: %w", c.Key, ErrUnavailable, err)
-	}
-	res, ok := commitResults[n]
-	if !ok {
-		return 0, fmt.Errorf("dedupe: commit %s: script returned %d", c.Key, n)
-	}
-	return res, nil
+	return commitResult(c.Key, n, err)
 }
 
 // Release gives the lease up so another delivery can claim the fact at once.
