@@ -41,6 +41,9 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s: no fixed-rate result", name)
 		}
 	}
+	if open, ok := res.Open[bareAtReceiverRate]; !ok || open.Lat.N == 0 || open.Rate != res.Open["receiver"].Rate {
+		t.Errorf("no fixed-rate result of bare at the receiver's rate: %+v", open)
+	}
 	if p := res.Pipeline; p == nil || p.E2E.N == 0 || p.Missing != 0 || p.Events != uint64(p.WantEvents) || p.DLQ != 0 {
 		t.Errorf("pipeline: %+v", p)
 	}

@@ -33,8 +33,12 @@ func (s *suite) ratios() {
 		}
 		s.printf("%s\n", line)
 	}
+	if o, ok := r.Open[bareAtReceiverRate]; ok {
+		s.printf("   %-22s %10s %8s %9s | %9.0f %9s %9s %9s %9s %7d  (bare at the receiver's offered rate)\n", "bare @ receiver rate", "-", "-", us(o.CPU),
+			o.Rate, ms(o.Lat.P50), ms(o.Lat.P99), ms(o.Lat.P999), ms(o.Lat.Max), o.Lat.Over5s)
+	}
 	for n, o := range r.Open {
-		if _, ok := r.Sat[n]; ok {
+		if _, ok := r.Sat[n]; ok || n == bareAtReceiverRate {
 			continue
 		}
 		s.printf("   %-22s %10s %8s %9s | %9.0f %9s %9s %9s %9s %7d  (+%d not 204, %d errors)\n", n, "-", "-", "-",
@@ -83,6 +87,35 @@ func (s *suite) ratios() {
 		check(fmt.Sprintf("backlog of %d drained: duplicates / lost facts / DLQ", b.N),
 			fmt.Sprintf("%d / %d / %d", b.Duplicates, b.Distinct-b.SeenDistinct, b.DLQ), "0 / 0 / 0", b.OK())
 		s.printf("   %-58s %16s\n", "  drain time (consumer start → all settled)", b.ToSettled.Round(time.Millisecond).String())
+	}
+
+	// Issue #16: the receiver against the floor on the same machine, the tail compared at the same
+	// offered rate (bare at its own 80 % runs at about twice the receiver's rate), and the consumer
+	// against the receiver: a backlog must drain at least as fast as the receiver can fill it.
+	if !haveRecv {
+		return
+	}
+	s.printf("\n== targets (issue #16)\n")
+	if haveBare {
+		x := recv.RPS / bare.RPS
+		check("receiver saturation throughput / bare", fmt.Sprintf("%.2f", x), "≥ 0.80", x >= 0.80)
+	}
+	if bo, ok := r.Open[bareAtReceiverRate]; ok && haveRO {
+		x := float64(ro.Lat.P99) / float64(max(bo.Lat.P99, 1))
+		check(fmt.Sprintf("receiver p99 / bare p99, both at %.0f req/s", ro.Rate), fmt.Sprintf("%.2f (%s / %s)", x, ms(ro.Lat.P99), ms(bo.Lat.P99)), "≤ 3", x <= 3)
+	}
+	if haveRO {
+		check(fmt.Sprintf("receiver slowest answer at %.0f req/s", ro.Rate), ms(ro.Lat.Max), "≤ 1s", ro.Lat.Max <= time.Second)
+	}
+	if b := r.Backlog; b != nil && b.ToSettled > 0 {
+		drain := float64(b.N) / b.ToSettled.Seconds()
+		x := drain / recv.RPS
+		check("backlog drain rate / receiver saturation", fmt.Sprintf("%.2f (%.0f/s)", x, drain), "≥ 1.0", x >= 1.0)
+		check("backlog: CPU per notification (consumer, nats-server, redis)", us(b.CPU), "≤ 150µs", b.CPU <= 150*time.Microsecond)
+	}
+	if p, ok := r.Sat["pipeline"]; ok {
+		x := p.RPS / recv.RPS
+		check("pipeline end-to-end throughput / receiver saturation", fmt.Sprintf("%.2f", x), "≥ 0.6", x >= 0.6)
 	}
 }
 

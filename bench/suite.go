@@ -358,6 +358,15 @@ func (s *suite) compare() error {
 		if err := s.fixedRate(u, rate); err != nil {
 			s.fail("%s open loop: %v", u.name, err)
 		}
+		// The receiver's tail against the floor's at the same offered load, right after it (issue #16):
+		// at its own 80 % bare runs at twice the rate, and a tail grows with the load.
+		if u.name == "receiver" {
+			if b := bareSUT(suts); b != nil {
+				if err := s.fixedRateAs(b, bareAtReceiverRate, rate); err != nil {
+					s.fail("%s open loop: %v", bareAtReceiverRate, err)
+				}
+			}
+		}
 	}
 	if s.o.inlinePool > 0 && longest > 0 {
 		if err := s.inlinePool(longest); err != nil {
@@ -455,8 +464,23 @@ func (s *suite) track(u *sut) {
 	}
 }
 
-// fixedRate runs the open loop on u and records it.
-func (s *suite) fixedRate(u *sut, rate float64) error {
+// bareAtReceiverRate names the open-loop run of bare at the receiver's fixed rate.
+const bareAtReceiverRate = "bare at receiver rate"
+
+func bareSUT(suts []*sut) *sut {
+	for _, u := range suts {
+		if u.name == "bare" {
+			return u
+		}
+	}
+	return nil
+}
+
+// fixedRate runs the open loop on u and records it under u's name.
+func (s *suite) fixedRate(u *sut, rate float64) error { return s.fixedRateAs(u, u.name, rate) }
+
+// fixedRateAs runs the open loop on u and records it under name.
+func (s *suite) fixedRateAs(u *sut, name string, rate float64) error {
 	n := max(1, int(rate*s.o.duration.Seconds()))
 	workers := min(n, s.openWorkers(rate, u.delay)) // openLoop starts no more workers than requests
 	notes, warm := []note(nil), []note(nil)
@@ -477,16 +501,16 @@ func (s *suite) fixedRate(u *sut, rate float64) error {
 		u.pl.tracker.expect(notes)
 		u.pl.wantEvents += len(warm)
 	}
-	if s.profiled(u) {
+	if s.profiled(u) && name == u.name {
 		s.startProfile(s.o.cpuProfile + ".open")
 	}
 	r := openLoop(u.url, notes, warm, rate, s.o.duration, workers, u.cpu)
 	s.stopProfile()
 	sum := openSummary{Rate: rate, Lat: summarize(r.Lat), CPU: r.CPUPerReq(), Non204: r.Non204, Errors: r.Errors, MaxLag: r.MaxLag, FirstErr: r.FirstErr,
 		Cores: r.CPU.Seconds() / r.Elapsed.Seconds()}
-	s.res.Open[u.name] = sum
+	s.res.Open[name] = sum
 	s.printf("   %-22s open loop %7.0f req/s: %s  %s CPU/req, %.2f cores; generator max lag %s\n",
-		u.name, rate, sum.Lat, us(sum.CPU), sum.Cores, ms(r.MaxLag))
+		name, rate, sum.Lat, us(sum.CPU), sum.Cores, ms(r.MaxLag))
 	if u.pl != nil {
 		if err := u.pl.tracker.waitDistinct(n, time.Minute+time.Duration(n)*10*time.Millisecond); err != nil {
 			s.fail("pipeline open loop: %v", err)

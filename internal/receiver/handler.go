@@ -308,7 +308,9 @@ func (h *Handler) handle(ctx context.Context, w http.ResponseWriter, r *http.Req
 // tracing on, the handler adds its own span's (tracing.HeaderTraceParent), so that the consumer
 // continues the receiver's trace and never one a caller made up.
 func inboundHeader(v verify.Headers, in http.Header) nats.Header {
-	out := make(nats.Header, 7)
+	// Room for the six below, the two the store adds (Nats-Msg-Id, Nats-Expected-Stream) and a
+	// traceparent, so that the map is allocated once.
+	out := make(nats.Header, 9)
 	for _, f := range []struct{ name, value string }{
 		{verify.HeaderTimestamp, v.Timestamp}, {verify.HeaderNonce, v.Nonce}, {verify.HeaderSignature, v.Signature},
 		{verify.HeaderSerial, v.Serial}, {verify.HeaderSignatureType, v.SignatureType},
