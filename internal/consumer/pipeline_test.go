@@ -283,6 +283,7 @@ func TestUnprocessableGoesToDLQWithReason(t *testing.T) {
 	if len(dead) != len(cases) {
 		t.Fatalf("DLQ holds %d entries for %d cases", len(dead), len(cases))
 	}
+	p.WaitFor(30*time.Second, "the archive's copies", p.ArchiveCaughtUp)
 	inbound := map[string][]byte{}
 	for _, m := range p.Messages(topology.ArchiveStream) {
 		inbound[m.Header.Get("Nats-Msg-Id")] = m.Data

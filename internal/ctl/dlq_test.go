@@ -135,7 +135,7 @@ func TestDLQReplayAfterAPIv3KeyFix(t *testing.T) {
 	p.Env["WECHATPAY_APIV3_KEY_FILE"] = good
 	p.StartConsumer(pipelinetest.ConsumerOptions{})
 	// Everything stored in the inbound stream is copied to the archive: its count is what was stored.
-	p.WaitFor(10*time.Second, "the archive caught up", func() bool { return archiveCaughtUp(t, p) })
+	p.WaitFor(10*time.Second, "the archive caught up", func() bool { return p.ArchiveCaughtUp() })
 	inboundBefore := p.Count(topology.ArchiveStream)
 
 	t.Run("ls filters", func(t *testing.T) {
@@ -282,7 +282,7 @@ func TestDLQReplayAfterAPIv3KeyFix(t *testing.T) {
 		}
 		// The replays carried new message ids, so the inbound stream's duplicate window let them in.
 		var replayIDs int
-		p.WaitFor(10*time.Second, "the archive caught up", func() bool { return archiveCaughtUp(t, p) })
+		p.WaitFor(10*time.Second, "the archive caught up", func() bool { return p.ArchiveCaughtUp() })
 		for _, m := range p.Messages(topology.ArchiveStream) {
 			if strings.Contains(m.Header.Get("Nats-Msg-Id"), ":replay:") {
 				replayIDs++
@@ -371,17 +371,4 @@ func TestDLQWithoutStreams(t *testing.T) {
 	}
 	mustCode(t, ctlRun(t, "nats://127.0.0.1:1", "dlq", "ls"), 3, "dlq ls without NATS")
 	mustCode(t, ctlRun(t, p.NATS.URL(), "dlq", "replay", "--rate", "fast"), 2, "bad --rate")
-}
-
-// archiveCaughtUp reports whether WECHATPAY_ARCHIVE holds a copy of everything WECHATPAY_INBOUND stored.
-func archiveCaughtUp(t *testing.T, p *pipelinetest.Pipeline) bool {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := p.JetStream().PushConsumer(ctx, topology.InboundStream, topology.ArchiveConsumerName)
-	if err != nil {
-		return false
-	}
-	info, err := c.Info(ctx)
-	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 }

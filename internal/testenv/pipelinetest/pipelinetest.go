@@ -251,6 +251,21 @@ func (p *Pipeline) Settled() bool {
 	return info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
 }
 
+// ArchiveCaughtUp reports whether WECHATPAY_ARCHIVE holds a copy of everything WECHATPAY_INBOUND
+// stored: the archive consumer has nothing pending and nothing unacknowledged. The copies follow the
+// stored notifications through the server's sourcing, seconds later on a loaded machine; a test that
+// reads the archive waits for this first.
+func (p *Pipeline) ArchiveCaughtUp() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := p.js.PushConsumer(ctx, topology.InboundStream, topology.ArchiveConsumerName)
+	if err != nil {
+		return false
+	}
+	info, err := c.Info(ctx)
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+}
+
 // WaitFor polls cond until it holds or timeout passes.
 func (p *Pipeline) WaitFor(timeout time.Duration, what string, cond func() bool) {
 	p.t.Helper()
