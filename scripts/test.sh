@@ -50,7 +50,7 @@ say "go test -race"
 go test -race -count=1 -timeout 25m ./...
 
 say "fuzz (short pass per target; seed corpora live in testdata/fuzz)"
-FUZZTIME="${FUZZTIME:-5s}"
+FUZZTIME="${FUZZTIME:-3s}"
 for pkg in $(go list ./...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
   for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
