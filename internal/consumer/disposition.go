@@ -83,12 +83,19 @@ func disposition(err error, delivered uint64, maxDeliver int) dispositionResult 
 // milliseconds. Outages back off up to a minute.
 var retrySteps = []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second, time.Minute}
 
-// busyDelay is how long a fact claimed by another worker waits: about that worker's publish and commit.
+// busySteps pace the redeliveries of a fact claimed by another worker. The holder usually publishes and
+// commits within milliseconds (in a backlog, WeChat Pay's retry of a notification often meets its
+// original still in work), so the first wait is short; then it backs off to busyDelay. The 19 waits
+// between the default 20 deliveries add up to 33.75 s, longer than the 30 s lease of a holder that
+// crashed, so such a fact is claimed again before CONSUMER_MAX_DELIVER runs out.
+var busySteps = []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, busyDelay}
+
+// busyDelay is the longest wait of a fact claimed by another worker.
 const busyDelay = 2 * time.Second
 
 func retryDelay(err error, delivered uint64) time.Duration {
 	if errors.Is(err, ErrBusy) {
-		return busyDelay
+		return busySteps[min(max(delivered, 1)-1, uint64(len(busySteps)-1))]
 	}
 	if delivered == 0 {
 		return retrySteps[0]

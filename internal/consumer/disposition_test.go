@@ -45,7 +45,10 @@ func TestDisposition(t *testing.T) {
 		{"Redis down, capped", wrap(dedupe.ErrUnavailable), 19, dispositionResult{action: retry, delay: time.Minute}},
 		{"publish failed", wrap(errPublish), 3, dispositionResult{action: retry, delay: 5 * time.Second}},
 		{"unknown error", errors.New("something new"), 1, dispositionResult{action: retry, delay: time.Second}},
+		{"fact busy with another worker, first delivery", ErrBusy, 1, dispositionResult{action: retry, delay: 250 * time.Millisecond}},
+		{"fact busy with another worker, third delivery", ErrBusy, 3, dispositionResult{action: retry, delay: time.Second}},
 		{"fact busy with another worker", ErrBusy, 4, dispositionResult{action: retry, delay: busyDelay}},
+		{"fact busy, no metadata count", ErrBusy, 0, dispositionResult{action: retry, delay: 250 * time.Millisecond}},
 		{"no metadata count", errors.New("x"), 0, dispositionResult{action: retry, delay: time.Second}},
 		// The last delivery: a retry would never come.
 		{"Redis down on the last delivery", wrap(dedupe.ErrUnavailable), maxDeliver, deadLetter("max_deliveries")},
@@ -61,5 +64,18 @@ func TestDisposition(t *testing.T) {
 	// Without a MaxDeliver, nothing is dead-lettered for being retried.
 	if got := disposition(ErrBusy, 1000, 0); got.action != retry {
 		t.Errorf("no MaxDeliver: %+v", got)
+	}
+}
+
+// A fact whose holder crashed stays busy until the holder's lease expires: the waits between its
+// deliveries must outlast the lease, or it would be dead-lettered as max_deliveries instead of claimed.
+func TestBusyRetriesOutlastALease(t *testing.T) {
+	const maxDeliver = 20 // CONSUMER_MAX_DELIVER's default
+	var total time.Duration
+	for delivered := uint64(1); delivered < maxDeliver; delivered++ {
+		total += disposition(ErrBusy, delivered, maxDeliver).delay
+	}
+	if total <= dedupe.DefaultLease {
+		t.Errorf("busy retries wait %s in all, not longer than a %s lease", total, dedupe.DefaultLease)
 	}
 }
