@@ -181,24 +181,6 @@ type replayRequest struct {
 	Rate   string `json:"rate"` // "20/s", "600/m"; "": no limit
 }
 
-// replayOutcome is what happened to one entry.
-type replayOutcome struct {
-	dlq.Replayed
-	Error string `json:"error,omitempty"`
-}
-
-// replaySummary answers a replay, as wxpayctl dlq replay -o json prints it.
-type replaySummary struct {
-	Matched     int             `json:"matched"`
-	Replayed    int             `json:"replayed"`
-	Failed      int             `json:"failed"`
-	Gone        int             `json:"gone"` // removed by someone else between listing and replaying
-	DryRun      bool            `json:"dry_run"`
-	Interrupted bool            `json:"interrupted,omitempty"`
-	Elapsed     float64         `json:"elapsed_seconds"`
-	Entries     []replayOutcome `json:"entries"`
-}
-
 // decodeBody reads a change's JSON body; unknown fields are refused, so that a misspelt "dry_run" cannot
 // turn a dry run into the real thing.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -243,37 +225,7 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, code, err.Error())
 		return
 	}
-	sum := replaySummary{Matched: len(entries), DryRun: req.DryRun, Entries: []replayOutcome{}}
-	pace := &dlq.Pacer{Interval: interval}
-	for _, e := range entries {
-		if req.DryRun {
-			plan, err := dlq.Plan(e)
-			out := replayOutcome{Replayed: plan}
-			if err != nil {
-				out.Error = err.Error()
-			}
-			sum.Entries = append(sum.Entries, out)
-			continue
-		}
-		if pace.Wait(ctx) != nil {
-			sum.Interrupted = true
-			break
-		}
-		// The entry in hand finishes even if the page goes away now: a replay is publish then delete.
-		res, err := s.Replay(context.WithoutCancel(ctx), e.Seq)
-		out := replayOutcome{Replayed: res}
-		switch {
-		case errors.Is(err, dlq.ErrNotFound):
-			sum.Gone++
-		case err != nil:
-			out.Error = err.Error()
-			sum.Failed++
-		default:
-			sum.Replayed++
-		}
-		sum.Entries = append(sum.Entries, out)
-	}
-	sum.Elapsed = time.Since(start).Seconds()
+	sum := s.ReplayAll(ctx, entries, req.DryRun, interval, nil)
 	if !req.DryRun {
 		h.log.Info().Str("action", "replay").Str("filter", describe(req.filterParams)).Int("matched", sum.Matched).
 			Int("replayed", sum.Replayed).Int("failed", sum.Failed).Int("gone", sum.Gone).Bool("interrupted", sum.Interrupted).

@@ -335,23 +335,6 @@ func printShownEntry(w io.Writer, e shownEntry) {
 	}
 }
 
-// replayOutcome is what happened to one entry.
-type replayOutcome struct {
-	dlq.Replayed
-	Error string `json:"error,omitempty"`
-}
-
-// replaySummary is printed at the end of a replay.
-type replaySummary struct {
-	Matched  int             `json:"matched"`
-	Replayed int             `json:"replayed"`
-	Failed   int             `json:"failed"`
-	Gone     int             `json:"gone"` // removed by someone else between listing and replaying
-	DryRun   bool            `json:"dry_run"`
-	Elapsed  float64         `json:"elapsed_seconds"`
-	Entries  []replayOutcome `json:"entries"`
-}
-
 func dlqReplayCommand(g *globals) *cobra.Command {
 	var f dlqFlags
 	var dryRun bool
@@ -431,43 +414,13 @@ func (p *progress) finish() {
 }
 
 func (g *globals) replay(ctx context.Context, s *dlq.Store, f dlq.Filter, dryRun bool, interval time.Duration) error {
-	start := time.Now()
 	entries, _, err := s.Scan(ctx, f)
 	if err != nil {
 		return runtime(err)
 	}
-	sum := replaySummary{Matched: len(entries), DryRun: dryRun, Entries: []replayOutcome{}}
 	bar := &progress{w: g.env.Stderr, on: g.env.IsTerminal && !dryRun, total: len(entries)}
-	pace := &dlq.Pacer{Interval: interval}
-	for i, e := range entries {
-		if dryRun {
-			r, err := dlq.Plan(e)
-			out := replayOutcome{Replayed: r}
-			if err != nil {
-				out.Error = err.Error()
-			}
-			sum.Entries = append(sum.Entries, out)
-			continue
-		}
-		if err := pace.Wait(ctx); err != nil {
-			break // interrupted: what is left stays in the DLQ
-		}
-		r, err := s.Replay(ctx, e.Seq)
-		out := replayOutcome{Replayed: r}
-		switch {
-		case errors.Is(err, dlq.ErrNotFound):
-			sum.Gone++
-		case err != nil:
-			out.Error = err.Error()
-			sum.Failed++
-		default:
-			sum.Replayed++
-		}
-		sum.Entries = append(sum.Entries, out)
-		bar.update(i+1, sum.Replayed, sum.Failed)
-	}
+	sum := s.ReplayAll(ctx, entries, dryRun, interval, func(done int, sum *dlq.Summary) { bar.update(done, sum.Replayed, sum.Failed) })
 	bar.finish()
-	sum.Elapsed = time.Since(start).Seconds()
 	g.printReplay(sum)
 	switch {
 	case ctx.Err() != nil && !dryRun:
@@ -478,7 +431,7 @@ func (g *globals) replay(ctx context.Context, s *dlq.Store, f dlq.Filter, dryRun
 	return nil
 }
 
-func (g *globals) printReplay(sum replaySummary) {
+func (g *globals) printReplay(sum dlq.Summary) {
 	out := g.env.Stdout
 	if g.output == "json" {
 		_ = json.NewEncoder(out).Encode(sum)

@@ -222,4 +222,28 @@ func TestStore(t *testing.T) {
 	if left, _, _ := s.Scan(ctx, dlq.Filter{}); len(left) != 1 || left[0].Seq != all[2].Seq {
 		t.Errorf("left %+v", left)
 	}
+
+	// ReplayAll, what wxpayctl and the console run: a dry run plans every entry and changes nothing; a
+	// replay counts the entries gone meanwhile (all[0] replayed, all[1] deleted) apart from the one replayed.
+	plan := s.ReplayAll(ctx, all, true, 0, nil)
+	if plan.Matched != 3 || !plan.DryRun || len(plan.Entries) != 3 || plan.Replayed != 0 ||
+		plan.Entries[1].Error == "" || plan.Entries[2].Error != "" || plan.Entries[2].Target != inbound {
+		t.Errorf("dry run %+v", plan)
+	}
+	if left, _, _ := s.Scan(ctx, dlq.Filter{}); len(left) != 1 {
+		t.Errorf("a dry run changed the DLQ: %d entries", len(left))
+	}
+	var calls []int
+	sum := s.ReplayAll(ctx, all, false, 0, func(done int, sum *dlq.Summary) { calls = append(calls, done) })
+	if sum.Matched != 3 || sum.Replayed != 1 || sum.Gone != 2 || sum.Failed != 0 || sum.Interrupted || len(calls) != 3 {
+		t.Errorf("ReplayAll %+v, progress %v", sum, calls)
+	}
+	if left, _, _ := s.Scan(ctx, dlq.Filter{}); len(left) != 0 {
+		t.Errorf("%d entries left after ReplayAll", len(left))
+	}
+	cancelled, stop := context.WithCancel(ctx)
+	stop()
+	if sum := s.ReplayAll(cancelled, all, false, 0, nil); !sum.Interrupted || len(sum.Entries) != 0 {
+		t.Errorf("ReplayAll after its context ended: %+v", sum)
+	}
 }
