@@ -110,7 +110,7 @@ func goBenchEnv(b *testing.B) *goBench {
 			benchErr = err
 			return
 		}
-		n, err := startNATS()
+		n, err := startNATS(natsEmbedded)
 		if err != nil {
 			benchErr = err
 			return
@@ -124,6 +124,10 @@ func goBenchEnv(b *testing.B) *goBench {
 }
 
 func TestMain(m *testing.M) {
+	// The test binary serves as the bench's nats-server child, as the bench binary does.
+	if dir := os.Getenv(natsChildEnv); dir != "" {
+		os.Exit(serveNATSChild(dir))
+	}
 	code := m.Run()
 	if benchEnv != nil {
 		benchEnv.nats.Stop()

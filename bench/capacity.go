@@ -270,7 +270,7 @@ const unsupportedEventType = "MCHTRANSFER.BILL.FINISHED"
 // notifications of every sample, each a fact of its own, then as many that are dead-lettered, and reads
 // what each batch added to the archive, events and DLQ streams.
 func (s *suite) capacityStreams(res *capacityResult) error {
-	pl, err := startPipeline(s.p, s.o.workers, true)
+	pl, err := startPipeline(s.p, s.pipelineConfig(), true)
 	if err != nil {
 		return err
 	}

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -21,26 +24,54 @@ import (
 // mchid is the one merchant every system under test is configured for.
 const mchid = "1900000100"
 
-// natsServer is an embedded JetStream server on a random loopback port with file storage in a
-// temporary directory, the way the receiver runs against a local nats-server in production.
+// natsServer is a JetStream server on a random loopback port with file storage in a temporary
+// directory, the way the receiver runs against a local nats-server in production: either embedded in
+// this process (-nats embedded) or, by default, in a child process of its own (-nats process), this
+// binary started again in natsChildEnv's mode, so that the server's heap, collections and CPU time are
+// not the measured process's.
 type natsServer struct {
-	srv *server.Server
+	srv *server.Server // embedded
+	cmd *exec.Cmd      // child process
+	url string
 	dir string
+	// exited is closed when the child has exited.
+	exited chan struct{}
 }
 
-func startNATS() (*natsServer, error) {
-	dir, err := os.MkdirTemp("", "wxpay-bench-nats-")
-	if err != nil {
-		return nil, err
-	}
-	srv, err := server.NewServer(&server.Options{
+// The ways the bench runs nats-server.
+const (
+	natsProcess  = "process"
+	natsEmbedded = "embedded"
+)
+
+// natsChildEnv, set in a child's environment to its store directory, makes this binary serve
+// nats-server and nothing else (see serveNATSChild).
+const natsChildEnv = "WXPAY_BENCH_NATS_STORE"
+
+func natsOptions(dir string) *server.Options {
+	return &server.Options{
 		Host:      "127.0.0.1",
 		Port:      server.RANDOM_PORT,
 		JetStream: true,
 		StoreDir:  dir,
 		NoLog:     true,
 		NoSigs:    true,
-	})
+	}
+}
+
+func startNATS(mode string) (*natsServer, error) {
+	dir, err := os.MkdirTemp("", "wxpay-bench-nats-")
+	if err != nil {
+		return nil, err
+	}
+	if mode == natsProcess {
+		n, err := startNATSChild(dir)
+		if err != nil {
+			_ = os.RemoveAll(dir)
+		}
+		return n, err
+	}
+	srv, err := server.NewServer(natsOptions(dir))
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("nats-server: %w", err)
@@ -51,14 +82,93 @@ func startNATS() (*natsServer, error) {
 		_ = os.RemoveAll(dir)
 		return nil, errors.New("nats-server: not ready after 10s")
 	}
-	return &natsServer{srv: srv, dir: dir}, nil
+	return &natsServer{srv: srv, url: srv.ClientURL(), dir: dir}, nil
 }
 
-func (n *natsServer) URL() string { return n.srv.ClientURL() }
+// startNATSChild starts this binary again as a nats-server storing in dir, and reads the client URL
+// the child prints once it accepts connections.
+func startNATSChild(dir string) (*natsServer, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("nats-server child: %w", err)
+	}
+	n := &natsServer{dir: dir, exited: make(chan struct{})}
+	//nolint:gosec // self is this very binary; the child mode is chosen by the environment
+	n.cmd = exec.CommandContext(context.Background(), self)
+	n.cmd.Env = append(os.Environ(), natsChildEnv+"="+dir)
+	n.cmd.Stderr = os.Stderr
+	out, err := n.cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("nats-server child: %w", err)
+	}
+	setDeathSignal(n.cmd)
+	if err := n.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("nats-server child: %w", err)
+	}
+	go func() { _ = n.cmd.Wait(); close(n.exited) }()
+	line := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		if sc.Scan() {
+			line <- sc.Text()
+		}
+		close(line)
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case u, ok := <-line:
+		if ok && strings.HasPrefix(u, "nats://") {
+			n.url = u
+			return n, nil
+		}
+		n.kill()
+		return nil, fmt.Errorf("nats-server child: printed %q, not its URL", u)
+	case <-time.After(15 * time.Second):
+		n.kill()
+		return nil, errors.New("nats-server child: not ready after 15s")
+	}
+}
+
+// serveNATSChild is the child's whole life: serve JetStream from dir, print the client URL on stdout,
+// and run until killed (by the parent's Stop or, should the parent die, by the death signal).
+func serveNATSChild(dir string) int {
+	srv, err := server.NewServer(natsOptions(dir))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench: nats-server child:", err)
+		return 1
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		fmt.Fprintln(os.Stderr, "bench: nats-server child: not ready after 10s")
+		return 1
+	}
+	fmt.Println(srv.ClientURL())
+	srv.WaitForShutdown()
+	return 0
+}
+
+func (n *natsServer) URL() string { return n.url }
+
+// Pid is the child's process id, or 0 when the server is embedded (its CPU is this process's).
+func (n *natsServer) Pid() int {
+	if n.cmd == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
+func (n *natsServer) kill() {
+	_ = n.cmd.Process.Kill()
+	<-n.exited
+}
 
 func (n *natsServer) Stop() {
-	n.srv.Shutdown()
-	n.srv.WaitForShutdown()
+	if n.cmd != nil {
+		n.kill()
+	} else {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+	}
 	_ = os.RemoveAll(n.dir)
 }
 

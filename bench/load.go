@@ -154,15 +154,26 @@ func hostPort(url string) string {
 	return rest
 }
 
-// cpuMeter reads the CPU time of this process and of any helper processes (redis-server).
+// cpuMeter reads the CPU time of this process and of any helper processes (redis-server, a
+// nats-server child); a pid of 0 is none.
 type cpuMeter struct{ pids []int }
 
 func (m cpuMeter) now() time.Duration {
 	t := selfCPU()
 	for _, p := range m.pids {
-		t += procCPU(p)
+		if p != 0 {
+			t += procCPU(p)
+		}
 	}
 	return t
+}
+
+// natsCPU is a nats-server child's CPU time so far; 0 for none.
+func natsCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	return procCPU(pid)
 }
 
 // closedResult is a saturation run: C clients, each sending its next request when the previous answer

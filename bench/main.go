@@ -16,9 +16,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wxpay-events/wxpay-events/internal/config"
 )
 
 func main() {
+	if dir := os.Getenv(natsChildEnv); dir != "" {
+		os.Exit(serveNATSChild(dir))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, os.Args, os.Stdout); err != nil {
@@ -50,6 +55,8 @@ type options struct {
 	backlog    int
 	retryEvery int
 	workers    int
+	batch      int
+	nats       string
 	// capacityKeys and capacityPerSample size the capacity part: facts per Redis key format, and
 	// notifications per simulator sample.
 	capacityKeys      int
@@ -79,6 +86,8 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.backlog, "backlog", 100000, "notifications in the backlog the consumer drains")
 	fs.IntVar(&o.retryEvery, "retry-every", 10, "every n-th backlog notification repeats an earlier business fact under a new id (a WeChat retry only Redis can catch); 0: none")
 	fs.IntVar(&o.workers, "workers", 32, "consumer workers (CONSUMER_WORKERS)")
+	fs.IntVar(&o.batch, "batch", config.DefaultConsumerBatch, "messages a consumer worker processes together (CONSUMER_BATCH)")
+	fs.StringVar(&o.nats, "nats", natsProcess, "where nats-server runs: process (a child process of its own, its CPU counted) or embedded (in this process)")
 	fs.IntVar(&o.capacityKeys, "capacity-keys", 100000, "capacity: business facts written to Redis per key format (bytes per fact = INFO used_memory delta / this)")
 	fs.IntVar(&o.capacityPerSample, "capacity-per-sample", 200, "capacity: notifications per simulator sample sent through the pipeline (bytes per notification per stream)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the -profile system's saturation and fixed-rate runs to this file")
@@ -154,6 +163,12 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	}
 	if o.workers < 1 {
 		errs = append(errs, "-workers: must be at least 1")
+	}
+	if o.batch < 1 || o.batch > config.MaxConsumerBatch {
+		errs = append(errs, fmt.Sprintf("-batch: must be 1 to %d", config.MaxConsumerBatch))
+	}
+	if o.nats != natsProcess && o.nats != natsEmbedded {
+		errs = append(errs, "-nats: want process or embedded")
 	}
 	if o.capacityKeys < 1 || o.capacityPerSample < 1 {
 		errs = append(errs, "-capacity-keys, -capacity-per-sample: must be at least 1")

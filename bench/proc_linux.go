@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// setDeathSignal kills redis-server when the driver dies, so that an interrupted run leaves nothing behind.
+// setDeathSignal kills a child (redis-server, nats-server) when the driver dies, so that an interrupted run leaves nothing behind.
 func setDeathSignal(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

@@ -59,6 +59,8 @@ type satSummary struct {
 	Conc   int
 	CPU    time.Duration
 	Cores  float64 // CPU time per wall time over the rounds: what this process (+ redis) got of the machine
+	// NATSCPU is the part of CPU a nats-server child spent (0 when nats-server is embedded).
+	NATSCPU time.Duration
 }
 
 type openSummary struct {
@@ -163,13 +165,21 @@ func (s *suite) header() {
 		runtime.GOARCH, runtime.NumCPU(), runtime.GOMAXPROCS(0), cpuModel(), strings.TrimSpace(string(kernel)), host)
 	s.printf("go:           %s\n", runtime.Version())
 	s.printf("load average: %s (at start)\n", loadAvg())
-	s.printf("options:      rounds=%d conc=%d max-conns=%d sat=%d duration=%s load=%.2f rate=%.0f delays=%v inline-pool=%d backlog=%d retry-every=%d workers=%d capacity-keys=%d capacity-per-sample=%d smoke=%v\n",
+	s.printf("options:      rounds=%d conc=%d max-conns=%d sat=%d duration=%s load=%.2f rate=%.0f delays=%v inline-pool=%d backlog=%d retry-every=%d workers=%d batch=%d nats=%s capacity-keys=%d capacity-per-sample=%d smoke=%v\n",
 		s.o.rounds, s.o.conc, s.o.maxConns, s.o.sat, s.o.duration, s.o.load, s.o.rate, s.o.delays, s.o.inlinePool, s.o.backlog, s.o.retryEvery, s.o.workers,
-		s.o.capacityKeys, s.o.capacityPerSample, s.o.smoke)
-	s.printf("notes:        everything runs in this one process (load generator, HTTP servers, receiver, consumer and the\n")
-	s.printf("              embedded nats-server, JetStream file storage in %s); redis-server is a child process.\n", os.TempDir())
-	s.printf("              CPU/req is process CPU time (getrusage; + /proc/<redis pid>/stat for the pipeline) over the\n")
-	s.printf("              measured requests, so it includes the load generator: the null row is HTTP + load generator alone.\n")
+		s.o.batch, s.o.nats, s.o.capacityKeys, s.o.capacityPerSample, s.o.smoke)
+	if s.o.nats == natsProcess {
+		s.printf("notes:        the load generator, HTTP servers, receiver and consumer run in this process; nats-server (JetStream\n")
+		s.printf("              file storage in %s) and redis-server are child processes.\n", os.TempDir())
+		s.printf("              CPU/req is CPU time of this process (getrusage) + /proc/<pid>/stat of nats-server (and redis-server\n")
+		s.printf("              for the pipeline) over the measured requests; it includes the load generator: the null row is HTTP\n")
+		s.printf("              + load generator alone.\n")
+	} else {
+		s.printf("notes:        everything runs in this one process (load generator, HTTP servers, receiver, consumer and the\n")
+		s.printf("              embedded nats-server, JetStream file storage in %s); redis-server is a child process.\n", os.TempDir())
+		s.printf("              CPU/req is process CPU time (getrusage; + /proc/<redis pid>/stat for the pipeline) over the\n")
+		s.printf("              measured requests, so it includes the load generator: the null row is HTTP + load generator alone.\n")
+	}
 	s.printf("              Open-loop latencies run from each request's scheduled send time to its answer.\n")
 }
 
@@ -225,13 +235,17 @@ type sut struct {
 	unique bool          // each request must carry a notification the system has not stored yet
 	delay  time.Duration // the inline handler's downstream step
 	cpu    cpuMeter
-	pl     *pipeline // end to end: a round ends when the last event is published
-	stop   func()
-	rounds []float64 // throughput of each saturation round
-	reqs   int
-	cpuSum time.Duration
-	wall   time.Duration
-	conc   int
+	// natsPid is a nats-server child's process id (0: none, or embedded), whose share of cpu the
+	// saturation rounds report on their own.
+	natsPid int
+	pl      *pipeline // end to end: a round ends when the last event is published
+	stop    func()
+	rounds  []float64 // throughput of each saturation round
+	reqs    int
+	cpuSum  time.Duration
+	natsSum time.Duration
+	wall    time.Duration
+	conc    int
 }
 
 // notes returns n notifications for one run: new ones for a stateful system, else a fresh pool.
@@ -342,10 +356,15 @@ func (s *suite) compare() error {
 		sum := satSummary{Conc: u.conc, Rounds: u.rounds, RPS: median(u.rounds)}
 		if u.reqs > 0 {
 			sum.CPU = u.cpuSum / time.Duration(u.reqs)
+			sum.NATSCPU = u.natsSum / time.Duration(u.reqs)
 			sum.Cores = u.cpuSum.Seconds() / u.wall.Seconds()
 		}
 		s.res.Sat[u.name] = sum
-		s.printf("   %-22s saturation %8.0f req/s (median; rounds %s)  C=%-4d %6s CPU/req, %.2f cores\n", u.name, sum.RPS, fmtRounds(u.rounds), u.conc, us(sum.CPU), sum.Cores)
+		natsShare := ""
+		if u.natsPid != 0 {
+			natsShare = fmt.Sprintf(" (%s of it nats-server's)", us(sum.NATSCPU))
+		}
+		s.printf("   %-22s saturation %8.0f req/s (median; rounds %s)  C=%-4d %6s CPU/req%s, %.2f cores\n", u.name, sum.RPS, fmtRounds(u.rounds), u.conc, us(sum.CPU), natsShare, sum.Cores)
 	}
 
 	// Fixed rate: each at its own load, except that inline at the longest D gets the receiver's.
@@ -424,6 +443,7 @@ func (s *suite) round(u *sut, notes []note, n int, record bool) error {
 	var rps float64
 	var cpu, wall time.Duration
 	var r closedResult
+	nats0 := natsCPU(u.natsPid)
 	if u.pl != nil {
 		// End to end: the clock runs from the first POST to the last published event.
 		u.pl.tracker.expect(notes)
@@ -452,6 +472,7 @@ func (s *suite) round(u *sut, notes []note, n int, record bool) error {
 		u.rounds = append(u.rounds, rps)
 		u.reqs += n
 		u.cpuSum += cpu
+		u.natsSum += natsCPU(u.natsPid) - nats0
 		u.wall += wall
 	}
 	return nil
@@ -565,7 +586,7 @@ func (s *suite) handlerSUT(name string, h http.Handler) (*sut, error) {
 
 // receiverSUT is receiver.New against its own embedded nats-server.
 func (s *suite) receiverSUT() (*sut, error) {
-	n, err := startNATS()
+	n, err := startNATS(s.o.nats)
 	if err != nil {
 		return nil, err
 	}
@@ -574,7 +595,7 @@ func (s *suite) receiverSUT() (*sut, error) {
 		n.Stop()
 		return nil, err
 	}
-	return &sut{name: "receiver", url: r.URL, unique: true, stop: func() {
+	return &sut{name: "receiver", url: r.URL, unique: true, cpu: cpuMeter{pids: []int{n.Pid()}}, natsPid: n.Pid(), stop: func() {
 		if err := r.stop(); err != nil {
 			s.fail("receiver stopped with %v", err)
 		}
@@ -583,11 +604,15 @@ func (s *suite) receiverSUT() (*sut, error) {
 }
 
 func (s *suite) pipelineSUT() (*sut, error) {
-	pl, err := startPipeline(s.p, s.o.workers, true)
+	pl, err := startPipeline(s.p, s.pipelineConfig(), true)
 	if err != nil {
 		return nil, err
 	}
-	return &sut{name: "pipeline", url: pl.URL(), unique: true, pl: pl, cpu: cpuMeter{pids: []int{pl.redis.Pid()}}, stop: pl.stop}, nil
+	return &sut{name: "pipeline", url: pl.URL(), unique: true, pl: pl, cpu: pl.cpu(), natsPid: pl.nats.Pid(), stop: pl.stop}, nil
+}
+
+func (s *suite) pipelineConfig() pipelineConfig {
+	return pipelineConfig{workers: s.o.workers, batch: s.o.batch, nats: s.o.nats}
 }
 
 // inlinePool runs inline at the longest D with a bounded downstream at the receiver's load.
@@ -656,12 +681,12 @@ func fmtRounds(v []float64) string {
 
 // backlogDrain stores a backlog with the consumer stopped, then starts it and times the drain.
 func (s *suite) backlogDrain() error {
-	pl, err := startPipeline(s.p, s.o.workers, false)
+	pl, err := startPipeline(s.p, s.pipelineConfig(), false)
 	if err != nil {
 		return err
 	}
 	defer pl.stop()
-	cpu := cpuMeter{pids: []int{pl.redis.Pid()}}
+	cpu := pl.cpu()
 	res := &backlogResult{N: s.o.backlog}
 	s.res.Backlog = res
 
@@ -735,7 +760,7 @@ func waitUntil(timeout time.Duration, cond func() bool) error {
 
 // goBenchmarks runs the Go benchmarks of the handler paths through testing.Benchmark.
 func (s *suite) goBenchmarks() error {
-	n, err := startNATS()
+	n, err := startNATS(s.o.nats)
 	if err != nil {
 		return err
 	}

@@ -159,12 +159,13 @@ func startReceiver(natsURL string, p *wechatsim.Platform) (*runningReceiver, err
 // runningConsumer is consumer.New + Serve with a real Redis.
 type runningConsumer struct{ stop func() error }
 
-func startConsumer(natsURL, redisURL string, p *wechatsim.Platform, workers int) (*runningConsumer, error) {
+func startConsumer(natsURL, redisURL string, p *wechatsim.Platform, pc pipelineConfig) (*runningConsumer, error) {
 	cfg := config.Consumer{
 		Common:          config.Common{NATSURL: natsURL, AdminAddr: "127.0.0.1:0", Streams: config.Streams{StreamReplicas: 1}, LogLevel: "info", LogFormat: "json"},
 		Redis:           config.Redis{URL: redisURL},
 		DedupeTTL:       config.DefaultDedupeTTL,
-		Workers:         workers,
+		Workers:         pc.workers,
+		Batch:           pc.batch,
 		ShutdownTimeout: 10 * time.Second,
 		Accounts:        []config.Account{account(p)},
 	}
@@ -190,21 +191,28 @@ type pipeline struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	reader  jetstream.ConsumeContext
-	workers int
+	cfg     pipelineConfig
 	tracker *tracker
 	// wantEvents counts the notifications posted so far, each a distinct fact: one event each.
 	wantEvents int
 	stopOnce   sync.Once
 }
 
-func startPipeline(p *wechatsim.Platform, workers int, withConsumer bool) (pl *pipeline, err error) {
-	pl = &pipeline{p: p, workers: workers, tracker: newTracker()}
+// pipelineConfig is how the bench runs a pipeline: the consumer's workers and batch size, and where
+// nats-server runs (natsProcess or natsEmbedded).
+type pipelineConfig struct {
+	workers, batch int
+	nats           string
+}
+
+func startPipeline(p *wechatsim.Platform, pc pipelineConfig, withConsumer bool) (pl *pipeline, err error) {
+	pl = &pipeline{p: p, cfg: pc, tracker: newTracker()}
 	defer func() {
 		if err != nil {
 			pl.stop()
 		}
 	}()
-	if pl.nats, err = startNATS(); err != nil {
+	if pl.nats, err = startNATS(pc.nats); err != nil {
 		return nil, err
 	}
 	if pl.redis, err = startRedis(); err != nil {
@@ -238,7 +246,7 @@ func startPipeline(p *wechatsim.Platform, workers int, withConsumer bool) (pl *p
 }
 
 func (pl *pipeline) startConsumer() error {
-	c, err := startConsumer(pl.nats.URL(), pl.redis.URL(), pl.p, pl.workers)
+	c, err := startConsumer(pl.nats.URL(), pl.redis.URL(), pl.p, pl.cfg)
 	if err != nil {
 		return err
 	}
@@ -247,6 +255,9 @@ func (pl *pipeline) startConsumer() error {
 }
 
 func (pl *pipeline) URL() string { return pl.recv.URL }
+
+// cpu reads this process's CPU time with redis-server's and a nats-server child's.
+func (pl *pipeline) cpu() cpuMeter { return cpuMeter{pids: []int{pl.redis.Pid(), pl.nats.Pid()}} }
 
 func (pl *pipeline) stop() {
 	pl.stopOnce.Do(func() {
