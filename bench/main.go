@@ -85,7 +85,7 @@ func parseOptions(args []string, out io.Writer) (options, error) {
 	fs.IntVar(&o.inlinePool, "inline-pool", 200, "also run inline at the longest D with at most this many downstream steps at once (Tomcat's default of 200 threads); 0: skip")
 	fs.IntVar(&o.backlog, "backlog", 100000, "notifications in the backlog the consumer drains")
 	fs.IntVar(&o.retryEvery, "retry-every", 10, "every n-th backlog notification repeats an earlier business fact under a new id (a WeChat retry only Redis can catch); 0: none")
-	fs.IntVar(&o.workers, "workers", 32, "consumer workers (CONSUMER_WORKERS)")
+	fs.IntVar(&o.workers, "workers", config.DefaultConsumerWorkers, "consumer workers (CONSUMER_WORKERS)")
 	fs.IntVar(&o.batch, "batch", config.DefaultConsumerBatch, "messages a consumer worker processes together (CONSUMER_BATCH)")
 	fs.StringVar(&o.nats, "nats", natsProcess, "where nats-server runs: process (a child process of its own, its CPU counted) or embedded (in this process)")
 	fs.IntVar(&o.capacityKeys, "capacity-keys", 100000, "capacity: business facts written to Redis per key format (bytes per fact = INFO used_memory delta / this)")

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/wxpay-events/wxpay-events/internal/config"
 	"github.com/wxpay-events/wxpay-events/internal/consumer"
 	"github.com/wxpay-events/wxpay-events/internal/decrypt"
 	"github.com/wxpay-events/wxpay-events/internal/dedupe"
@@ -134,11 +135,11 @@ func BenchmarkHandle(b *testing.B) {
 	benchHandle(b, p, msg)
 }
 
-// BenchmarkHandleBatch: a batch of 16 deliveries (CONSUMER_BATCH's default) handed to one worker. An op
-// is the batch; µs/msg compares with BenchmarkHandle's µs/op (divide B/op and allocs/op by 16 too).
+// BenchmarkHandleBatch: a batch of CONSUMER_BATCH's default deliveries handed to one worker. An op is the
+// batch; µs/msg compares with BenchmarkHandle's µs/op (divide B/op and allocs/op by the batch size too).
 func BenchmarkHandleBatch(b *testing.B) {
 	p, msg := benchProcessor(b)
-	msgs := make([]jetstream.Msg, 16)
+	msgs := make([]jetstream.Msg, config.DefaultConsumerBatch)
 	for i := range msgs {
 		msgs[i] = msg
 	}
