@@ -760,7 +760,9 @@ func waitUntil(timeout time.Duration, cond func() bool) error {
 
 // goBenchmarks runs the Go benchmarks of the handler paths through testing.Benchmark.
 func (s *suite) goBenchmarks() error {
-	n, err := startNATS(s.o.nats)
+	// Embedded whatever -nats says: a Go benchmark reads one process's allocations and CPU, and its
+	// figures have always included the server's.
+	n, err := startNATS(natsEmbedded)
 	if err != nil {
 		return err
 	}
