@@ -292,10 +292,20 @@ func settle(t *testing.T, p *pipelinetest.Pipeline, a *audit.Auditor, timeout ti
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if r, err = a.Check(ctx, p.JetStream()); err != nil {
-		t.Fatal(err)
+	// The report that counts is read once everything has settled. A cluster test may have just
+	// restarted the server this connection uses: a JetStream request can find no responder for a
+	// moment, so a failed read is tried again until the deadline.
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		r, err = a.Check(ctx, p.JetStream())
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	t.Logf("settled in %s; audit: %s", time.Since(start).Round(time.Millisecond), r)
 	if !r.Clean() {
