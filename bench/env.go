@@ -105,7 +105,8 @@ func startNATSChild(dir string) (*natsServer, error) {
 	if err := n.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("nats-server child: %w", err)
 	}
-	go func() { _ = n.cmd.Wait(); close(n.exited) }()
+	// One goroutine reads the child's stdout to its end and only then waits for it, as os/exec asks
+	// of a StdoutPipe: the first line is the URL, anything after it is discarded.
 	line := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -114,6 +115,8 @@ func startNATSChild(dir string) (*natsServer, error) {
 		}
 		close(line)
 		_, _ = io.Copy(io.Discard, out)
+		_ = n.cmd.Wait()
+		close(n.exited)
 	}()
 	select {
 	case u, ok := <-line:
