@@ -209,6 +209,9 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return runtime(err)
 	}
+	if err := d.upgradeStore(ctx, js, rcfg.Streams.Topology()); err != nil {
+		return runtime(err)
+	}
 	var deduper consumer.Deduper
 	dedupeDesc := "Redis (REDIS_URL)"
 	if !useRedis {
@@ -367,6 +370,31 @@ func startNATS(ctx context.Context, storeDir, host string, port int) (*server.Se
 		return nil, runtime(fmt.Errorf("embedded NATS started without JetStream: is %s in use by another dev?", storeDir))
 	}
 	return ns, nil
+}
+
+// upgradeStore brings the embedded server's store to this version's layout before the programs start,
+// as `wxpayctl streams apply` does in production (README "Upgrading"): dev owns its store, and one an
+// older version made (an inbound stream with Limits retention and no archive) would otherwise keep
+// processed notifications and only be warned about. A new store is simply created. What changed in an
+// existing store is logged.
+func (d *devRun) upgradeStore(ctx context.Context, js jetstream.JetStream, o topology.Options) error {
+	actx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	report, err := topology.Apply(actx, js, o, false)
+	for _, c := range report.Changes {
+		if c.Create {
+			d.log.Debug().Str("change", c.String()).Msg("dev store")
+		} else {
+			d.log.Info().Str("change", c.String()).Msg("dev store brought up to this version's layout")
+		}
+	}
+	for _, w := range report.Warnings {
+		d.log.Warn().Msg(w)
+	}
+	if err != nil {
+		return fmt.Errorf("bring the dev store (--dir) up to this version's layout: %w", err)
+	}
+	return nil
 }
 
 // redisAnswers reports whether the Redis at u answers a PING in time.
