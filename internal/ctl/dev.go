@@ -209,7 +209,7 @@ func (g *globals) dev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return runtime(err)
 	}
-	if err := d.upgradeStore(ctx, js, rcfg.Streams.Topology()); err != nil {
+	if err := d.upgradeStore(ctx, js, rcfg.Topology()); err != nil {
 		return runtime(err)
 	}
 	var deduper consumer.Deduper
