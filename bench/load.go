@@ -154,12 +154,15 @@ func hostPort(url string) string {
 	return rest
 }
 
-// cpuMeter reads the CPU time of this process and of any helper processes (redis-server, a
-// nats-server child); a pid of 0 is none.
-type cpuMeter struct{ pids []int }
+// cpuMeter reads the CPU time of this process and of its helper processes: redis-server (pids) and a
+// nats-server child (nats), whose share it can also read alone; a pid of 0 is none.
+type cpuMeter struct {
+	pids []int
+	nats int
+}
 
 func (m cpuMeter) now() time.Duration {
-	t := selfCPU()
+	t := selfCPU() + m.natsNow()
 	for _, p := range m.pids {
 		if p != 0 {
 			t += procCPU(p)
@@ -168,12 +171,12 @@ func (m cpuMeter) now() time.Duration {
 	return t
 }
 
-// natsCPU is a nats-server child's CPU time so far; 0 for none.
-func natsCPU(pid int) time.Duration {
-	if pid == 0 {
+// natsNow is the nats-server child's CPU time so far; 0 when there is none.
+func (m cpuMeter) natsNow() time.Duration {
+	if m.nats == 0 {
 		return 0
 	}
-	return procCPU(pid)
+	return procCPU(m.nats)
 }
 
 // closedResult is a saturation run: C clients, each sending its next request when the previous answer
@@ -183,6 +186,7 @@ type closedResult struct {
 	Requests int // measured (after warm-up)
 	Elapsed  time.Duration
 	CPU      time.Duration
+	NATSCPU  time.Duration // of CPU, the nats-server child's
 	Non204   int
 	Errors   int
 	FirstErr string
@@ -202,7 +206,7 @@ func (r closedResult) CPUPerReq() time.Duration {
 func closedLoop(url string, notes []note, total, warm, conc int, cpu cpuMeter) closedResult {
 	var next, done atomic.Int64
 	var t0, t1 time.Time
-	var cpu0, cpu1 time.Duration
+	var cpu0, cpu1, nats0, nats1 time.Duration
 	var mu sync.Mutex
 	var non204, errs int
 	var firstErr string
@@ -212,13 +216,13 @@ func closedLoop(url string, notes []note, total, warm, conc int, cpu cpuMeter) c
 	mark := func(n int64) {
 		switch {
 		case n == int64(warm) && warm > 0:
-			t0, cpu0 = time.Now(), cpu.now()
+			t0, cpu0, nats0 = time.Now(), cpu.now(), cpu.natsNow()
 		case n == int64(total):
-			t1, cpu1 = time.Now(), cpu.now()
+			t1, cpu1, nats1 = time.Now(), cpu.now(), cpu.natsNow()
 		}
 	}
 	if warm == 0 {
-		t0, cpu0 = time.Now(), cpu.now()
+		t0, cpu0, nats0 = time.Now(), cpu.now(), cpu.natsNow()
 	}
 	var wg sync.WaitGroup
 	for range conc {
@@ -253,7 +257,7 @@ func closedLoop(url string, notes []note, total, warm, conc int, cpu cpuMeter) c
 		}()
 	}
 	wg.Wait()
-	return closedResult{Conc: conc, Requests: total - warm, Elapsed: t1.Sub(t0), CPU: cpu1 - cpu0, Non204: non204, Errors: errs, FirstErr: firstErr}
+	return closedResult{Conc: conc, Requests: total - warm, Elapsed: t1.Sub(t0), CPU: cpu1 - cpu0, NATSCPU: nats1 - nats0, Non204: non204, Errors: errs, FirstErr: firstErr}
 }
 
 // openResult is a fixed-rate run: requests are sent on a schedule that does not wait for answers, and

@@ -230,15 +230,12 @@ func (s *suite) openRate(sat float64) float64 {
 // sut is one system under test; every selected system runs for the whole comparison, so that their
 // saturation rounds can alternate and a neighbour's burst on the shared machine hits all of them alike.
 type sut struct {
-	name   string
-	url    string
-	unique bool          // each request must carry a notification the system has not stored yet
-	delay  time.Duration // the inline handler's downstream step
-	cpu    cpuMeter
-	// natsPid is a nats-server child's process id (0: none, or embedded), whose share of cpu the
-	// saturation rounds report on their own.
-	natsPid int
-	pl      *pipeline // end to end: a round ends when the last event is published
+	name    string
+	url     string
+	unique  bool          // each request must carry a notification the system has not stored yet
+	delay   time.Duration // the inline handler's downstream step
+	cpu     cpuMeter      // its nats-server child's share is reported on its own
+	pl      *pipeline     // end to end: a round ends when the last event is published
 	stop    func()
 	rounds  []float64 // throughput of each saturation round
 	reqs    int
@@ -361,7 +358,7 @@ func (s *suite) compare() error {
 		}
 		s.res.Sat[u.name] = sum
 		natsShare := ""
-		if u.natsPid != 0 {
+		if u.cpu.nats != 0 {
 			natsShare = fmt.Sprintf(" (%s of it nats-server's)", us(sum.NATSCPU))
 		}
 		s.printf("   %-22s saturation %8.0f req/s (median; rounds %s)  C=%-4d %6s CPU/req%s, %.2f cores\n", u.name, sum.RPS, fmtRounds(u.rounds), u.conc, us(sum.CPU), natsShare, sum.Cores)
@@ -443,17 +440,17 @@ func (s *suite) round(u *sut, notes []note, n int, record bool) error {
 	var rps float64
 	var cpu, wall time.Duration
 	var r closedResult
-	nats0 := natsCPU(u.natsPid)
+	var natsUsed time.Duration
 	if u.pl != nil {
 		// End to end: the clock runs from the first POST to the last published event.
 		u.pl.tracker.expect(notes)
-		t0, c0 := time.Now(), u.cpu.now()
+		t0, c0, n0 := time.Now(), u.cpu.now(), u.cpu.natsNow()
 		r = closedLoop(u.url, notes, n, 0, u.conc, u.cpu)
 		if err := u.pl.tracker.waitDistinct(n, time.Minute+time.Duration(n)*10*time.Millisecond); err != nil {
 			return err
 		}
 		last := time.Unix(0, u.pl.tracker.last.Load())
-		cpu = u.cpu.now() - c0
+		cpu, natsUsed = u.cpu.now()-c0, u.cpu.natsNow()-n0
 		wall = last.Sub(t0)
 		rps = float64(n) / wall.Seconds()
 		u.pl.wantEvents += n
@@ -462,7 +459,7 @@ func (s *suite) round(u *sut, notes []note, n int, record bool) error {
 		}
 	} else {
 		r = closedLoop(u.url, notes, n, n/10, u.conc, u.cpu)
-		rps, cpu, wall = r.RPS(), r.CPU, r.Elapsed
+		rps, cpu, natsUsed, wall = r.RPS(), r.CPU, r.NATSCPU, r.Elapsed
 		n = r.Requests
 	}
 	if r.Non204+r.Errors > 0 {
@@ -472,7 +469,7 @@ func (s *suite) round(u *sut, notes []note, n int, record bool) error {
 		u.rounds = append(u.rounds, rps)
 		u.reqs += n
 		u.cpuSum += cpu
-		u.natsSum += natsCPU(u.natsPid) - nats0
+		u.natsSum += natsUsed
 		u.wall += wall
 	}
 	return nil
@@ -595,7 +592,7 @@ func (s *suite) receiverSUT() (*sut, error) {
 		n.Stop()
 		return nil, err
 	}
-	return &sut{name: "receiver", url: r.URL, unique: true, cpu: cpuMeter{pids: []int{n.Pid()}}, natsPid: n.Pid(), stop: func() {
+	return &sut{name: "receiver", url: r.URL, unique: true, cpu: cpuMeter{nats: n.Pid()}, stop: func() {
 		if err := r.stop(); err != nil {
 			s.fail("receiver stopped with %v", err)
 		}
@@ -608,7 +605,7 @@ func (s *suite) pipelineSUT() (*sut, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &sut{name: "pipeline", url: pl.URL(), unique: true, pl: pl, cpu: pl.cpu(), natsPid: pl.nats.Pid(), stop: pl.stop}, nil
+	return &sut{name: "pipeline", url: pl.URL(), unique: true, pl: pl, cpu: pl.cpu(), stop: pl.stop}, nil
 }
 
 func (s *suite) pipelineConfig() pipelineConfig {

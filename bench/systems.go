@@ -257,7 +257,7 @@ func (pl *pipeline) startConsumer() error {
 func (pl *pipeline) URL() string { return pl.recv.URL }
 
 // cpu reads this process's CPU time with redis-server's and a nats-server child's.
-func (pl *pipeline) cpu() cpuMeter { return cpuMeter{pids: []int{pl.redis.Pid(), pl.nats.Pid()}} }
+func (pl *pipeline) cpu() cpuMeter { return cpuMeter{pids: []int{pl.redis.Pid()}, nats: pl.nats.Pid()} }
 
 func (pl *pipeline) stop() {
 	pl.stopOnce.Do(func() {
