@@ -51,11 +51,32 @@ go test -race -count=1 -timeout 25m ./...
 
 say "fuzz (short pass per target; seed corpora live in testdata/fuzz)"
 FUZZTIME="${FUZZTIME:-3s}"
+fuzzlog=$(mktemp)
+trap 'rm -f "$fuzzlog"' EXIT
+# A failing input found by the fuzzer fails the script at once, with the fuzzer's output (the input is
+# written to the package's testdata/fuzz). Any other failure of the fuzzing engine (a worker it lost on a
+# loaded machine, say) is printed and the target tried once more.
+fuzz() {
+  go test -run='^$' -fuzz="^${2}\$" -fuzztime="$FUZZTIME" "$1" >"$fuzzlog" 2>&1
+}
 for pkg in $(go list ./...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
   for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
     echo "-- $pkg $target"
-    go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$pkg" >/dev/null
+    if fuzz "$pkg" "$target"; then
+      continue
+    fi
+    cat "$fuzzlog"
+    if grep -q 'Failing input written to' "$fuzzlog"; then
+      echo "fuzz: $target found a failing input" >&2
+      exit 1
+    fi
+    echo "-- $pkg $target: the fuzzing engine failed without a failing input; once more"
+    if ! fuzz "$pkg" "$target"; then
+      cat "$fuzzlog"
+      echo "fuzz: $target failed twice" >&2
+      exit 1
+    fi
   done
 done
 
