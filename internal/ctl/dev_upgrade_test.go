@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/wxpay-events/wxpay-events/internal/testenv/natstest"
 	"github.com/wxpay-events/wxpay-events/internal/testenv/wait"
 	"github.com/wxpay-events/wxpay-events/internal/topology"
 )
@@ -69,16 +69,9 @@ func TestDevUpgradesAnOldStore(t *testing.T) {
 // with Limits retention for 7 days, holding n notifications.
 func oldStore(t *testing.T, storeDir string, n int) {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: storeDir, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
+	srv := natstest.StartIn(t, storeDir)
+	defer srv.Stop()
+	nc, err := nats.Connect(srv.URL())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,11 +20,18 @@ type Server struct {
 // Start runs a JetStream server on 127.0.0.1 with a random port and a temporary store directory.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return StartIn(t, t.TempDir())
+}
+
+// StartIn is Start with the store in storeDir, for a test that prepares a store another program then
+// opens (stop the server first).
+func StartIn(t testing.TB, storeDir string) *Server {
+	t.Helper()
 	s := &Server{t: t, opts: server.Options{
 		Host:      "127.0.0.1",
 		Port:      server.RANDOM_PORT,
 		JetStream: true,
-		StoreDir:  t.TempDir(),
+		StoreDir:  storeDir,
 		NoLog:     true,
 		NoSigs:    true,
 	}}
